@@ -1,0 +1,1 @@
+"""Search spaces and the one Tuner (Optuna + ASHA) used by every workflow."""
