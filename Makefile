@@ -1,0 +1,32 @@
+# Two set-up commands: `make demo` (train + evaluate on a generated corpus) and `make test`.
+# Both create the virtualenv on first use and are fast on a second run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= runs/speaker-demo
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) scripts/fix_torchaudio.py
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) workflows/speaker.py --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_input_pipeline.py
+	$(PY) benchmarks/bench_train_overhead.py
+	$(PY) benchmarks/bench_scoring.py
+
+clean:
+	rm -rf runs .pytest_cache

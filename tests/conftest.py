@@ -1,0 +1,19 @@
+"""Shared fixtures: one real local Ray instance per test session (started here, not mocked)."""
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_ACCEPT_CALLABLE_ON_FUNCTION", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        # workers must import helpers defined in test modules (pickled by reference)
+        tests, root = os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests, root])}})
+    yield ray
+    ray.shutdown()

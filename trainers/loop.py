@@ -1,0 +1,194 @@
+"""The ONE training loop of the project, on Ray Train V2 (`TorchTrainer`).
+
+A workflow supplies a `TrainTask`: how to build the model (which owns its loss, OpenSphere style),
+how to turn its dataset shard into batches for an epoch, and what to do at each epoch start (e.g.
+margin warm-up). Everything Ray-specific stays here: workers, device placement, DDP, per-epoch
+`ray.train.report` with a checkpoint, resume from the latest checkpoint, `FailureConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+from torch import nn
+
+CHECKPOINT_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"          # adam | sgd
+    lr: float = 1e-3
+    final_lr: float = 1e-4           # exponential decay from lr to final_lr after warm-up (WeSpeaker style)
+    warmup_epochs: int = 0
+    weight_decay: float = 1e-5
+    momentum: float = 0.9            # sgd only
+    grad_clip: float = 0.0           # 0 = off
+    seed: int = 0
+    max_failures: int = 1            # worker failures tolerated (restarts from the latest checkpoint)
+    checkpoints_to_keep: int = 2
+
+
+class TrainTask(Protocol):
+    """What a workflow plugs into the loop. Must be picklable (it travels to every worker)."""
+
+    def build_model(self) -> nn.Module:
+        """A module whose `forward(**batch)` returns (loss, number_correct, number_of_samples)."""
+
+    def batches(self, shard: Any, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch of CPU batches from this worker's Ray Data shard."""
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """Hook for schedules (margin warm-up...). Returns values to log."""
+
+
+def lr_at(cfg: LoopConfig, epoch: int) -> float:
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+    span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
+    progress = min((epoch - cfg.warmup_epochs) / span, 1.0)
+    return cfg.lr * math.exp(progress * math.log(cfg.final_lr / cfg.lr))
+
+
+def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose adam or sgd")
+
+
+def validate(cfg: LoopConfig) -> None:
+    _optimizer(cfg, [torch.zeros(1, requires_grad=True)])
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
+    if not (cfg.lr > 0 and cfg.final_lr > 0):
+        raise ValueError("train.lr and train.final_lr must be > 0")
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    task: TrainTask = config["task"]
+    cfg: LoopConfig = config["loop"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+
+    model = task.build_model()
+    optimizer = _optimizer(cfg, model.parameters())
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+            history = json.loads((Path(d) / HISTORY_FILE).read_text())
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"]
+        if rank == 0:
+            print(f"[train] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+    resumed_from = start_epoch
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        extra = task.on_epoch_start(core, epoch) or {}
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = correct = count = 0.0
+        for batch in task.batches(shard, epoch, rank):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss, n_correct, n = model(**batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += float(loss.detach()) * n
+            correct += float(n_correct)
+            count += n
+        elapsed = time.perf_counter() - t0
+        loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+        if count == 0:
+            raise RuntimeError(f"epoch {epoch + 1}: no training batches (fewer samples than train.batch_size="
+                               f"{cfg.batch_size} per worker?)")
+        metrics = {"epoch": epoch + 1, "loss": loss_sum / count, "acc": correct / count, "lr": lr,
+                   "samples_per_s": count / elapsed, "epoch_time_s": elapsed, "resumed_from_epoch": resumed_from,
+                   **{k: float(v) for k, v in extra.items()}}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1},
+                           Path(d) / CHECKPOINT_FILE)
+                (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+                print(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
+                      f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s)", flush=True)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def auto_use_gpu(workers: int) -> bool:
+    """Use GPUs when the cluster has one per worker (a GPU cluster); CPU otherwise."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= workers
+
+
+def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str, name: str, workers: int = 1,
+        use_gpu: bool | None = None, cpus_per_worker: float = 1.0, callbacks: list | None = None):
+    """Train with `workers` Ray Train workers. A rerun with the same (storage_path, name) resumes."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = auto_use_gpu(workers) if use_gpu is None else use_gpu
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"task": task, "loop": loop},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(
+            name=name,
+            storage_path=os.path.abspath(storage_path) if "://" not in storage_path else storage_path,
+            failure_config=FailureConfig(max_failures=loop.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=loop.checkpoints_to_keep),
+            callbacks=callbacks or None,
+        ),
+        datasets=datasets,
+    )
+    return trainer.fit()
+
+
+def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
+    """(state dict with 'model', training history) from a Ray Train checkpoint."""
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        history = json.loads((Path(d) / HISTORY_FILE).read_text())
+    return state, history

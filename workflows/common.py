@@ -1,0 +1,108 @@
+"""What every workflow script shares: CLI flags, Ray start-up, train-or-reuse, reports, exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (sections as in the dataclasses of the workflow)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, repeatable: --set train.lr=1e-3 --set head.m=0.3")
+    p.add_argument("--workers", type=int, help="scale.workers: Ray Train workers")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+
+
+def shorthand_overrides(args: argparse.Namespace, extra: list[str] = ()) -> list[str]:
+    """Shorthand flags become dotted overrides; explicit --set comes last so it wins."""
+    out = list(extra)
+    if args.workers is not None:
+        out.append(f"scale.workers={args.workers}")
+    if args.epochs is not None:
+        out.append(f"train.epochs={args.epochs}")
+    return out + list(args.set)
+
+
+def init_ray(log=print) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Under `ray job submit` RAY_ADDRESS points at the cluster; otherwise this starts a local one.
+    ray.init(log_to_driver=True)
+    where = os.environ.get("RAY_ADDRESS", "a local Ray instance")
+    log(f"[ray] connected to {where}: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
+        f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
+
+
+def cpus_per_worker(scale, log=print) -> float:
+    """Leave at least one CPU to Ray Data, or the data tasks that feed training starve (small-cluster trap)."""
+    import ray
+
+    if scale.cpus_per_worker is not None:
+        return scale.cpus_per_worker
+    total = ray.cluster_resources().get("CPU", 1)
+    per = min(1.0, max(total - 1, 0.5) / scale.workers)
+    if per < 1.0:
+        log(f"[ray] {scale.workers} workers on {total:.0f} CPUs: {per:.2f} CPU each, leaving one for Ray Data")
+    return per
+
+
+def train_or_reuse(task, loop_cfg, out: Path, run_name: str, train_ds_fn, scale, log=print):
+    """Train through trainers.loop.fit, or reuse `out/model.pt` from a finished run of the same config
+    and data. An interrupted run with the same name resumes from its latest checkpoint."""
+    import torch
+
+    from trainers.loop import fit, load_checkpoint_state
+
+    model_file = out / "model.pt"
+    if model_file.is_file():
+        saved = torch.load(model_file, map_location="cpu", weights_only=True)
+        if saved.get("run_name") == run_name:
+            log(f"[train] {model_file} is up to date (run {run_name}); skipping training")
+            return saved["state"], saved["history"]
+    result = fit(task, {"train": train_ds_fn()}, loop_cfg, storage_path=str(out / "checkpoints"), name=run_name,
+                 workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log))
+    if result.error is not None:
+        raise result.error
+    state, history = load_checkpoint_state(result.checkpoint)
+    tmp = model_file.with_name(f".{model_file.name}.{uuid.uuid4().hex}.tmp")
+    torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
+    os.replace(tmp, model_file)
+    return state, history
+
+
+def versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def guarded(fn) -> int:
+    """Run the job; bad input becomes one clear line on stderr and exit code 2."""
+    from datasets.shards import ShardError
+    from trainers.config import ConfigError
+
+    try:
+        fn()
+    except (ConfigError, ShardError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
