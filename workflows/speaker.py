@@ -161,7 +161,7 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
         labels = np.array([t.label for t in trials])
         results[name] = {}
         for system, emb in embeddings.items():
-            scores = M.cosine_scores(emb, [t.enroll for t in trials], [t.test for t in trials])
+            scores = M.cosine_scores(emb, ([t.enroll for t in trials], [t.test for t in trials]))
             results[name][system] = M.verification_metrics(scores, labels)
             fnr, fpr, _ = M.compute_det(scores, labels)
             curves[f"{name} {system}"] = (fnr, fpr)

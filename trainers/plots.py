@@ -1,0 +1,124 @@
+"""PNG plots: DET curves on probit axes and per-epoch training curves.
+
+Agg is selected at import so this works on headless Ray workers. Figures are built with
+``matplotlib.figure.Figure`` rather than pyplot: no global figure state to leak or share between
+threads in one actor. Files are written to ``<path>.tmp.png`` and moved into place with
+``os.replace``, so a reader never sees a half-written PNG.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from trainers.metrics import compute_eer  # noqa: E402
+
+DET_TICKS_PCT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40)
+# Used when some system has EER > 25% (e.g. an untrained one), which would sit off the usual axes.
+DET_TICKS_WIDE_PCT = (0.1, 0.5, 2, 5, 10, 20, 40, 60, 80, 90, 95, 98, 99.5)
+DET_CLIP = 1e-4  # probit(0) is -inf; clip rates to [1e-4, 1 - 1e-4] before the transform
+DET_LO = 0.0005  # visible range starts a little below the 0.1% tick
+DEFAULT_CURVE_KEYS = ("loss", "acc", "val_loss", "val_acc", "eer", "min_dcf_0.01", "lr")
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = path + ".tmp.png"
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _probit(rate) -> np.ndarray:
+    return norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), DET_CLIP, 1 - DET_CLIP))
+
+
+def plot_det(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "DET curve",
+) -> str:
+    """Plot {system name: (fnr, fpr)} (as from ``compute_det``) on one DET plot; returns path.
+
+    x = false-alarm rate, y = miss rate, both on normal-deviate axes labelled in %. The dashed
+    diagonal is FNR = FPR; each legend entry carries the system's EER. Axes span 0.05-60%, or
+    0.05-99.8% when any EER exceeds 25%.
+    """
+    if not curves:
+        raise ValueError("plot_det needs at least one curve")
+    eers = {name: compute_eer(fnr, fpr)[0] for name, (fnr, fpr) in curves.items()}
+    wide = max(eers.values()) > 0.25
+    tick_pct = DET_TICKS_WIDE_PCT if wide else DET_TICKS_PCT
+    lo, hi = _probit([DET_LO, 0.998 if wide else 0.6])
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.add_subplot()
+    ax.plot([lo, hi], [lo, hi], color="0.6", ls="--", lw=0.8, label="EER line")
+    for name, (fnr, fpr) in curves.items():
+        ax.plot(_probit(fpr), _probit(fnr), lw=1.5, label=f"{name} (EER {100 * eers[name]:.2f}%)")
+    ticks = _probit(np.asarray(tick_pct) / 100)
+    labels = [f"{t:g}" for t in tick_pct]
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("False alarm rate (%)")
+    ax.set_ylabel("Miss rate (%)")
+    ax.set_title(title)
+    ax.grid(True, ls=":", lw=0.6)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def plot_training_curves(
+    history: Sequence[Mapping],
+    path: str | os.PathLike,
+    keys: Iterable[str] | None = DEFAULT_CURVE_KEYS,
+    title: str = "Training curves",
+) -> str:
+    """One subplot per metric vs epoch; returns path.
+
+    x is ``entry['epoch']`` when present, else the 1-based entry number. Keys missing from every
+    entry are skipped; ``keys=None`` plots every numeric key except 'epoch'. With nothing to plot
+    the PNG says so instead of raising, so a training loop can call this after any epoch.
+    """
+    if keys is None:
+        keys = [k for h in history for k, v in h.items() if k != "epoch" and _numeric(v)]
+    keys = [k for k in dict.fromkeys(keys) if any(_numeric(h.get(k)) for h in history)]
+    n = max(len(keys), 1)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows))
+    fig.suptitle(title)
+    if not keys:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no metrics recorded yet", ha="center", va="center")
+        ax.set_axis_off()
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        pts = [(h.get("epoch", j + 1), h[key])
+               for j, h in enumerate(history) if _numeric(h.get(key))]
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(True, ls=":", lw=0.6)
+    fig.tight_layout()
+    return _save(fig, path)
