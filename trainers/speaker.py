@@ -96,7 +96,9 @@ class SpeakerTask:
     def build_model(self) -> nn.Module:
         kwargs = {k: v for k, v in self.head.items() if k != "name"}
         head = build_head(self.head["name"], self.embed_dim, self.num_classes, **kwargs)
-        return SpeakerModel(self.build_encoder(), head)
+        model = SpeakerModel(self.build_encoder(), head)
+        model.final_margin = getattr(head, "margin", None)  # the warm-up's target, before any schedule
+        return model
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])
@@ -108,11 +110,10 @@ class SpeakerTask:
                    "label": torch.from_numpy(batch["label"].astype(np.int64))}
 
     def on_epoch_start(self, model: SpeakerModel, epoch: int) -> dict[str, float]:
-        if self.margin_warmup is None or not hasattr(model.head, "set_margin"):
+        if self.margin_warmup is None or model.final_margin is None:
             return {}
-        final = self.head.get("m", model.head.margin if hasattr(model.head, "margin") else 0.0)
         start, fix = self.margin_warmup
-        m = MarginScheduler(final, start, fix).margin_at(epoch)
+        m = MarginScheduler(model.final_margin, start, fix).margin_at(epoch)
         model.head.set_margin(m)
         return {"margin": m}
 
