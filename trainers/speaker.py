@@ -123,12 +123,12 @@ class EmbedBatch:
     so utterances of any length are embedded without padding."""
 
     def __init__(self, task: SpeakerTask, encoder_state: dict | None):
-        torch.set_grad_enabled(False)
         self.encoder = task.build_encoder()
         if encoder_state is not None:
             self.encoder.load_state_dict(encoder_state)
         self.encoder.eval()
 
+    @torch.inference_mode()  # grad mode is thread-local and Ray calls UDFs from its own threads
     def __call__(self, batch: dict) -> dict:
         embs = []
         for feats in batch["feats"]:

@@ -97,12 +97,14 @@ def write_json(path: Path, obj) -> None:
 
 def guarded(fn) -> int:
     """Run the job; bad input becomes one clear line on stderr and exit code 2."""
+    from datasets.audio import AudioError
     from datasets.shards import ShardError
+    from datasets.voxceleb import LayoutError
     from trainers.config import ConfigError
 
     try:
         fn()
-    except (ConfigError, ShardError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ShardError, LayoutError, AudioError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -92,10 +92,13 @@ def validate(cfg: SpeakerConfig) -> None:
 
     if "name" not in cfg.head:
         raise ConfigError("config key 'head.name' is required (e.g. --head arcface)")
-    validate_loop(cfg.train)
     if cfg.scale.workers < 1:
         raise ConfigError("scale.workers must be >= 1")
-    make_task(cfg, num_classes=2).build_model()
+    try:
+        validate_loop(cfg.train)
+        make_task(cfg, num_classes=2).build_model()
+    except ValueError as exc:  # unknown encoder/head names, bad head parameters
+        raise ConfigError(str(exc)) from exc
 
 
 def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:

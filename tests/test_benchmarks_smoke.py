@@ -1,0 +1,30 @@
+"""Smoke test: every benchmark script runs end to end with --quick and prints its ratio line.
+
+No timing assertions: these machines are shared and noisy; the numbers are for people to read.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["bench_shards.py", "bench_input_pipeline.py", "bench_train_overhead.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_quick(script):
+    # Each script starts (and shuts down) its own local Ray with num_cpus=2, in a fresh process.
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("RESULT: target") for line in lines), proc.stdout[-3000:]
+    header = next(i for i, line in enumerate(lines) if line.startswith("| ") and "target" in line)
+    assert lines[header + 1].startswith("|---"), proc.stdout[-3000:]
+    row = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    cols = [c.strip() for c in lines[header].strip("|").split("|")]
+    assert len(row) == len(cols)
+    float(row[cols.index("ratio vs target")])
