@@ -28,14 +28,20 @@ def local_head():
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 chars
-    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-                    f"--temp-dir={temp}"], env=env, check=True, capture_output=True, text=True)
+    # Ray's daemons inherit ray start's stdout/stderr: give them a file, not a pipe that closes
+    # (a daemon writing to a closed pipe dies, and the job agent with it).
+    with open(os.path.join(temp, "ray-start.log"), "w") as log:
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+                        # every port free-picked: another Ray on this machine may hold the defaults
+                        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+                        f"--temp-dir={temp}"], env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield env, f"http://127.0.0.1:{dash}"
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
-        shutil.rmtree(temp, ignore_errors=True)
+        if not os.environ.get("KEEP_RAY_TMP"): shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_job_submit_runs_the_workflow(local_head, tmp_path):
@@ -44,7 +50,7 @@ def test_job_submit_runs_the_workflow(local_head, tmp_path):
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
            "python", "workflows/speaker.py", "--out", str(out), "--epochs", "2",
            "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4"]
-    for _ in range(30):  # a fresh head answers "No available agent" until its job agent is up
+    for _ in range(int(os.environ.get("JOB_TRIES", 30))):  # a fresh head answers "No available agent" until its job agent is up
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
         if "No available agent" not in proc.stderr + proc.stdout:
             break

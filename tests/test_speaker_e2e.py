@@ -8,7 +8,7 @@ from workflows.speaker import SpeakerConfig, run
 
 pytestmark = pytest.mark.slow
 
-FAST = ["train.epochs=8", "scale.workers=2", "demo.n_train_speakers=16", "demo.n_test_speakers=6"]
+FAST = ["train.epochs=10", "scale.workers=2", "demo.n_train_speakers=48"]
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,10 @@ class MarginConfig:
 
 @dataclasses.dataclass
 class DemoConfig:
-    n_train_speakers: int = 24
+    n_train_speakers: int = 64     # a trained encoder generalizes to unseen speakers only with enough of them
     n_test_speakers: int = 8
     sessions_per_speaker: int = 3
-    utts_per_session: int = 4
+    utts_per_session: int = 3
     seed: int = 0
 
 
