@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_head(temp: str) -> None:
+    """Stop only the head started here: `ray stop` would also kill every other Ray on the machine
+    (the test session's own instance included). Its daemons all name `temp` on their command line;
+    its workers exit when their raylet does."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and temp.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    time.sleep(2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 def local_head():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
@@ -40,7 +65,7 @@ def local_head():
     try:
         yield env, f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
+        stop_head(temp)
         if not os.environ.get("KEEP_RAY_TMP"): shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -27,8 +27,8 @@ class DataConfig:
     sample_rate: int = 16000
     num_mel_bins: int = 80
     num_frames: int = 200            # 2 s training crops at a 10 ms shift
-    samples_per_shard: int = 256
-    shuffle_buffer: int = 1000
+    samples_per_shard: int = 128     # ~30 MB of 8 s utterances; one Ray task decodes one shard
+    shuffle_buffer: int = 128        # shards already hold a seeded permutation; a bigger buffer delays each epoch's first batch
     skip_bad: bool = False           # skip unreadable audio (recorded in the manifest) instead of failing
     trials: list = dataclasses.field(default_factory=list)   # trial lists to score; empty = all found
 

@@ -1,0 +1,231 @@
+"""Input pipeline: speaker-model training steps/s fed from shards (Ray Data fbank) vs from memory.
+
+A generated demo corpus (``datasets.synth_speakers.generate_corpus``) is sharded with
+``build_speaker_shards``. The model is the workflow's default (``workflows.speaker.make_task``:
+TDNN x-vector, hid_dim 256, embed 192, arcface head, batch 32, 200-frame crops, Adam).
+Both variants run in this driver process with the same torch threads and the same train step as
+``trainers.loop`` (forward, zero_grad, backward, optimizer step, ``float(loss)``):
+
+* shard-fed: ``trainers.speaker.feature_dataset`` (decode_wav + kaldi fbank in Ray Data tasks)
+             -> ``ds.streaming_split(1, equal=True)[0]`` (what Ray Train hands a worker)
+             -> ``SpeakerTask.batches`` (local shuffle buffer, random crops + CMN in the consumer).
+* in-memory: the same number of (B, 200, 80) float32 batches, cropped once beforehand and held as
+             tensors.
+
+Setup mirrors the workflow with 1 training worker on 2 CPUs: the trainer holds 1 CPU (torch
+threads = 1, as Ray Train sets OMP_NUM_THREADS for a 1-CPU worker) and Ray Data is limited to the
+other CPU. The variants alternate epoch by epoch (``--epochs`` each); an epoch's steps/s counts its
+whole wall time, including the wait for the first batch. Best epoch and median are reported.
+Target: shard-fed / in-memory steps/s >= 0.95.
+
+    python benchmarks/bench_input_pipeline.py [--train-speakers 48] [--epochs 3] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+TARGET = 0.95
+
+
+def start_ray(data_cpus: float | None, num_cpus: int = 2) -> None:
+    import ray
+    from ray.data import DataContext, ExecutionResources
+
+    # address="local": always a fresh local Ray, even if RAY_ADDRESS is set or `ray start` ran here
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if data_cpus is not None:
+        ctx.execution_options.resource_limits = ExecutionResources(cpu=data_cpus)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def make_shards(work: Path, train_speakers: int, samples_per_shard: int, seed: int = 0) -> tuple[list[str], int, float]:
+    """Demo corpus -> train shards. Returns (train shard paths, number of classes, seconds taken)."""
+    from datasets.shards import shard_paths
+    from datasets.speaker_shards import build_speaker_shards
+    from datasets.synth_speakers import generate_corpus
+    from datasets.voxceleb import find_layout
+
+    t0 = time.perf_counter()
+    root = generate_corpus(work / "corpus", n_train_speakers=train_speakers, n_test_speakers=2, seed=seed)
+    layout = find_layout(root)
+    manifests = build_speaker_shards(layout, root, work / "shards", samples_per_shard=samples_per_shard,
+                                     seed=seed)
+    return shard_paths(work / "shards" / "train"), len(manifests["train"]["classes"]), time.perf_counter() - t0
+
+
+def make_task(num_classes: int, batch_size: int | None = None):
+    from workflows.speaker import SpeakerConfig, make_task as workflow_task
+
+    cfg = SpeakerConfig()
+    if batch_size is not None:
+        cfg.train.batch_size = batch_size
+    return cfg, workflow_task(cfg, num_classes)
+
+
+def new_model(task, cfg):
+    from trainers.loop import _optimizer
+
+    torch.manual_seed(cfg.train.seed)
+    model = task.build_model()
+    model.train()
+    return model, _optimizer(cfg.train, model.parameters())
+
+
+def train_epoch(model, optimizer, batches) -> dict:
+    """The step of trainers.loop; returns wall time, steps, time to the first batch, time waiting for data,
+    mean loss."""
+    t0 = time.perf_counter()
+    steps, wait, first, loss_sum, count = 0, 0.0, None, 0.0, 0
+    it = iter(batches)
+    while True:
+        tw = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            wait += time.perf_counter() - tw
+            break
+        wait += time.perf_counter() - tw
+        if first is None:
+            first = time.perf_counter() - t0
+        loss, _correct, n = model(**batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * n
+        count += n
+        steps += 1
+    elapsed = time.perf_counter() - t0
+    return {"time": elapsed, "steps": steps, "steps_per_s": steps / elapsed, "first": first or 0.0, "wait": wait,
+            "loss": loss_sum / max(count, 1)}
+
+
+def in_memory_batches(shard, task, n_batches: int) -> list[dict]:
+    """`n_batches` cropped (B, num_frames, F) batches from one pass over the shard, as tensors."""
+    out = list(task.batches(shard, epoch=10_000, rank=0))[:n_batches]
+    while len(out) < n_batches:
+        out.append(out[len(out) % max(len(out), 1)])
+    return [{k: v.clone() for k, v in b.items()} for b in out]
+
+
+def data_only_pass(shard, task, shuffle_buffer) -> tuple[float, float]:
+    """(time to the first batch, time for the whole pass) of the feature iterator alone."""
+    t0, first = time.perf_counter(), None
+    for _ in shard.iter_batches(batch_size=task.batch_size, batch_format="numpy", drop_last=True,
+                                local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=0 if shuffle_buffer else None):
+        first = first if first is not None else time.perf_counter() - t0
+    return first or 0.0, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-speakers", type=int, default=48, help="12 utterances each (demo default: 24)")
+    ap.add_argument("--samples-per-shard", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs of each variant (>= 2)")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the training loop (both variants)")
+    ap.add_argument("--data-cpus", type=float, default=1.0, help="CPU limit of Ray Data (0 = no limit)")
+    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke test (< 60 s)")
+    args = ap.parse_args()
+    if args.epochs < 2:
+        ap.error("--epochs must be >= 2")
+    if args.quick:
+        args.train_speakers, args.epochs = 8, 2
+
+    import ray
+
+    torch.set_num_threads(args.torch_threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-input-"))
+    try:
+        t0 = time.perf_counter()
+        start_ray(args.data_cpus or None)
+        print(f"[setup] ray.init: {time.perf_counter() - t0:.1f} s")
+        paths, num_classes, took = make_shards(work, args.train_speakers, args.samples_per_shard)
+        print(f"[setup] demo corpus + shards: {len(paths)} train shards, {num_classes} speakers, {took:.1f} s")
+
+        from trainers.speaker import feature_dataset
+
+        cfg, task = make_task(num_classes, batch_size=16 if args.quick else None)
+        shard = feature_dataset(paths, task.front, shuffle_seed=cfg.train.seed).streaming_split(1, equal=True)[0]
+        t0 = time.perf_counter()
+        n_steps = sum(1 for _ in task.batches(shard, epoch=0, rank=0))  # also warms up the Ray workers
+        mem = in_memory_batches(shard, task, n_steps)
+        print(f"[setup] {n_steps} steps/epoch of {task.batch_size}; in-memory batches {tuple(mem[0]['feats'].shape)} "
+              f"precomputed in {time.perf_counter() - t0:.1f} s")
+
+        models = {"shard": new_model(task, cfg), "memory": new_model(task, cfg)}
+        runs: dict[str, list[dict]] = {"shard": [], "memory": []}
+        for epoch in range(args.epochs):
+            for name in ("shard", "memory"):
+                model, opt = models[name]
+                batches = task.batches(shard, epoch, 0) if name == "shard" else mem
+                r = train_epoch(model, opt, batches)
+                runs[name].append(r)
+                print(f"[epoch {epoch + 1}/{args.epochs}] {name:6s} {r['steps']} steps in {r['time']:.2f} s "
+                      f"= {r['steps_per_s']:.3f} steps/s (first batch after {r['first']:.2f} s, "
+                      f"waiting for data {r['wait']:.2f} s in all)", flush=True)
+                if r["steps"] != n_steps:
+                    raise SystemExit(f"{name}: {r['steps']} steps, expected {n_steps}")
+
+        diag = {name: data_only_pass(shard, task, buf) for name, buf in (("plain", None), ("shuffle", task.shuffle_buffer))}
+        best = {k: max(r["steps_per_s"] for r in v) for k, v in runs.items()}
+        med = {k: statistics.median(r["steps_per_s"] for r in v) for k, v in runs.items()}
+        ratio, ratio_med = best["shard"] / best["memory"], med["shard"] / med["memory"]
+        # Steady state: steps after the first batch, over the time after the first batch.
+        steady = max((r["steps"] - 1) / (r["time"] - r["first"]) for r in runs["shard"])
+        first = statistics.median(r["first"] for r in runs["shard"])
+        wait = statistics.median(r["wait"] - r["first"] for r in runs["shard"])
+        # Time per step outside the iterator (model step + loop), per variant: shows CPU contention.
+        compute = {k: statistics.median((r["time"] - r["wait"]) / r["steps"] for r in v) for k, v in runs.items()}
+        print()
+        print(f"Training steps/s of the {cfg.model.encoder} + {cfg.head['name']} speaker model, batch "
+              f"{task.batch_size} x {task.num_frames} frames x {task.front.num_mel_bins} mels, {n_steps} steps "
+              f"per epoch ({n_steps * task.batch_size} samples), {args.epochs} alternating epochs each, driver "
+              f"process, torch threads {torch.get_num_threads()}, Ray Data CPU limit {args.data_cpus or 'none'} "
+              f"of 2, shuffle buffer {task.shuffle_buffer}, iterator: streaming_split(1)[0].")
+        print()
+        print("| steps/epoch | batch | in-memory steps/s (best / median) | shard-fed steps/s (best / median) "
+              "| shard-fed steady-state steps/s | first batch wait (s) | later data waits (s/epoch) "
+              "| step compute shard / memory (s) "
+              "| ratio best (median) | target | ratio vs target |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"| {n_steps} | {task.batch_size} | {best['memory']:.3f} / {med['memory']:.3f} "
+              f"| {best['shard']:.3f} / {med['shard']:.3f} | {steady:.3f} | {first:.2f} | {wait:.2f} "
+              f"| {compute['shard']:.3f} / {compute['memory']:.3f} "
+              f"| {ratio:.3f} ({ratio_med:.3f}) | >= {TARGET} | {ratio / TARGET:.2f} |")
+        print()
+        if ratio >= TARGET:
+            print(f"RESULT: target met (shard-fed / in-memory = {ratio:.3f} >= {TARGET})")
+        else:
+            epoch_mem = n_steps / best["memory"]
+            print(f"RESULT: target MISSED by {TARGET - ratio:.3f} ({100 * (1 - ratio / TARGET):.1f}% short). An "
+                  f"in-memory epoch takes {epoch_mem:.2f} s; the shard-fed epoch waits {first:.2f} s for its first "
+                  f"batch (a new Ray Data execution per epoch; with shuffle_buffer={task.shuffle_buffer} >= "
+                  f"{n_steps * task.batch_size} samples per epoch, the local shuffle buffer holds back every batch "
+                  f"until the whole epoch is decoded) and {wait:.2f} s for later batches; a step itself takes "
+                  f"{compute['shard']:.3f} s shard-fed vs {compute['memory']:.3f} s in-memory"
+                  + (" (Ray Data's threads and tasks share the 2 cores with the training step)."
+                     if compute["shard"] > 1.03 * compute["memory"] else " (no compute slow-down)."))
+        print(f"Data only (no training), one pass each: no local shuffle: first batch {diag['plain'][0]:.2f} s, "
+              f"whole epoch {diag['plain'][1]:.2f} s; shuffle buffer {task.shuffle_buffer}: first batch "
+              f"{diag['shuffle'][0]:.2f} s, whole epoch {diag['shuffle'][1]:.2f} s.")
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
