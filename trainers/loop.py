@@ -165,10 +165,14 @@ def auto_use_gpu(workers: int) -> bool:
 def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str, name: str, workers: int = 1,
         use_gpu: bool | None = None, cpus_per_worker: float = 1.0, callbacks: list | None = None):
     """Train with `workers` Ray Train workers. A rerun with the same (storage_path, name) resumes."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     use_gpu = auto_use_gpu(workers) if use_gpu is None else use_gpu
+    # Blocks reach the workers in plan order, not in task-completion order: with the seeded shuffle
+    # and crops, a 1-worker CPU run then gives the same metrics every time.
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = True
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "loop": loop},
@@ -182,6 +186,7 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
             callbacks=callbacks or None,
         ),
         datasets=datasets,
+        dataset_config=DataConfig(execution_options=ingest),
     )
     return trainer.fit()
 
