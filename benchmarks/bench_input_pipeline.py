@@ -213,9 +213,9 @@ def main() -> None:
             epoch_mem = n_steps / best["memory"]
             print(f"RESULT: target MISSED by {TARGET - ratio:.3f} ({100 * (1 - ratio / TARGET):.1f}% short). An "
                   f"in-memory epoch takes {epoch_mem:.2f} s; the shard-fed epoch waits {first:.2f} s for its first "
-                  f"batch (a new Ray Data execution per epoch; with shuffle_buffer={task.shuffle_buffer} >= "
-                  f"{n_steps * task.batch_size} samples per epoch, the local shuffle buffer holds back every batch "
-                  f"until the whole epoch is decoded) and {wait:.2f} s for later batches; a step itself takes "
+                  f"batch (a new Ray Data execution per epoch, and the local shuffle buffer of "
+                  f"{task.shuffle_buffer} fills ~1.5x its size before releasing a batch) and {wait:.2f} s for later "
+                  f"batches; the steady-state ratio is {steady / best['memory']:.3f}; a step itself takes "
                   f"{compute['shard']:.3f} s shard-fed vs {compute['memory']:.3f} s in-memory"
                   + (" (Ray Data's threads and tasks share the 2 cores with the training step)."
                      if compute["shard"] > 1.03 * compute["memory"] else " (no compute slow-down)."))
