@@ -105,7 +105,7 @@ def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
     from datasets.synth_speakers import generate_corpus
 
     root = out / "data" / "voxceleb1-demo"
-    log(f"[data] generated demo corpus (VoxCeleb1 layout) in {root}")
+    log(f"[data] demo corpus (VoxCeleb1 layout, generated once per seed) in {root}")
     return generate_corpus(root, n_train_speakers=demo.n_train_speakers, n_test_speakers=demo.n_test_speakers,
                            sessions_per_speaker=demo.sessions_per_speaker, utts_per_session=demo.utts_per_session,
                            seed=demo.seed)
@@ -129,6 +129,10 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
     layout = find_layout(root)
     log(f"[data] {root}: {len(layout.train)} training utterances of {len(layout.speakers)} speakers, "
         f"{len(layout.test)} test utterances, trial lists {sorted(layout.trials)}")
+    wanted = cfg.data.trials or sorted(layout.trials)
+    missing = sorted(set(wanted) - set(layout.trials))
+    if missing:
+        raise ConfigError(f"data.trials names {missing}, not found beside {root} (found {sorted(layout.trials)})")
     common.init_ray(log)
 
     t0 = time.perf_counter()
@@ -153,11 +157,8 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
     test_paths = shard_paths(out / "shards" / "test")
     t0 = time.perf_counter()
     systems = {"trained": encoder_state(state["model"]), "untrained": untrained}
-    embeddings = {name: extract_embeddings(test_paths, task, enc) for name, enc in systems.items()}
-    wanted = cfg.data.trials or sorted(layout.trials)
-    missing = sorted(set(wanted) - set(layout.trials))
-    if missing:
-        raise ConfigError(f"data.trials names {missing}, not found beside {root} (found {sorted(layout.trials)})")
+    embeddings = {name: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers)
+                  for name, enc in systems.items()}
     results, curves = {}, {}
     for name in wanted:
         trials = layout.trials[name]
