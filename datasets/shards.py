@@ -95,6 +95,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 # ----------------------------------------------------------------------------- Ray Data stages
 
+_ROW_COLUMNS = ("__shard__", "__order__", "__key__", "__path__", "__error__", "__members__")
+
+
 class DecodeShard:
     """`map_batches` UDF: one input row = one planned shard; outputs one row per sample.
 
@@ -109,7 +112,8 @@ class DecodeShard:
         rows: list[dict] = []
         for shard, items_json in zip(batch["shard"], batch["items"]):
             for order, item in enumerate(json.loads(items_json)):
-                row = {"__shard__": int(shard), "__order__": order, "__key__": item["key"], "__path__": item["path"], "__error__": None}
+                row = {"__shard__": int(shard), "__order__": order, "__key__": item["key"],
+                       "__path__": item["path"], "__error__": None}
                 try:
                     # members travel pickled in one binary column so every corpus shares one schema
                     row["__members__"] = pickle.dumps(self.decode(item), protocol=5)
@@ -117,7 +121,7 @@ class DecodeShard:
                     row["__error__"] = f"{type(exc).__name__}: {exc}"
                     row["__members__"] = None
                 rows.append(row)
-        return {k: [r[k] for r in rows] for k in ("__shard__", "__order__", "__key__", "__path__", "__error__", "__members__")}
+        return {k: [r[k] for r in rows] for k in _ROW_COLUMNS}
 
 
 class ShardSink(Datasink):
