@@ -111,8 +111,9 @@ def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
                            seed=demo.seed)
 
 
-def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
-    """The whole job; returns what it writes to metrics.json."""
+def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_dir: Optional[Path] = None) -> dict:
+    """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves").
+    `shards_dir` (default OUT/shards) lets several runs share one shard set."""
     import numpy as np
     import torch
 
@@ -136,17 +137,18 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
     common.init_ray(log)
 
     t0 = time.perf_counter()
-    build_speaker_shards(layout, root, out / "shards", sample_rate=cfg.data.sample_rate,
+    shards = shards_dir or out / "shards"
+    build_speaker_shards(layout, root, shards, sample_rate=cfg.data.sample_rate,
                          samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed,
                          skip_bad=cfg.data.skip_bad)
-    manifests = {split: verify_shards(out / "shards" / split) for split in ("train", "test")}
+    manifests = {split: verify_shards(shards / split) for split in ("train", "test")}
     shard_time = time.perf_counter() - t0
-    digests = {split: manifest_digest(out / "shards" / split) for split in manifests}
+    digests = {split: manifest_digest(shards / split) for split in manifests}
 
     task = make_task(cfg, num_classes=len(manifests["train"]["classes"]))
     run_name = f"speaker-{config_hash(cfg)}-{digests['train'][:8]}"
     t0 = time.perf_counter()
-    train_paths = shard_paths(out / "shards" / "train")
+    train_paths = shard_paths(shards / "train")
     state, history = common.train_or_reuse(
         task, cfg.train, out, run_name,
         lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed), cfg.scale, log)
@@ -154,7 +156,7 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
 
     torch.manual_seed(cfg.train.seed)
     untrained = task.build_encoder().state_dict()
-    test_paths = shard_paths(out / "shards" / "test")
+    test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
     systems = {"trained": encoder_state(state["model"]), "untrained": untrained}
     embeddings = {name: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers)
@@ -192,7 +194,43 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print) -> dict:
     (out / "results.md").write_text(table + "\n")
     log("\n" + table)
     log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")
-    return report
+    return {**report, "det_curves": curves}
+
+
+def comparable_heads() -> list[str]:
+    """One name per registered head class (aliases dropped), except heads that need P x K batches."""
+    from trainers.heads import HEADS
+
+    names, seen = [], set()
+    for name, cls in HEADS.items():
+        if cls not in seen and not getattr(cls, "needs_pk_batches", False):
+            seen.add(cls)
+            names.append(name)
+    return names
+
+
+def compare_heads(cfg: SpeakerConfig, data: Optional[Path], out: Path, heads: list[str], log=print) -> dict:
+    """Train every head with the same budget on the same shards; table (EER, minDCF, train time) + DET PNG."""
+    from trainers.plots import plot_det
+
+    root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
+    rows, curves = {}, {}
+    for name in heads:
+        log(f"[compare] head {name}")
+        report = run(dataclasses.replace(cfg, head={"name": name}), root, out / "heads" / name, log,
+                     shards_dir=out / "shards")
+        trials = sorted(report["trials"])[0]
+        rows[name] = {**report["trials"][trials]["trained"], "train_time_s": report["timing_s"]["train"]}
+        curves[name] = report["det_curves"][f"{trials} trained"]
+    (out / "plots").mkdir(exist_ok=True)
+    plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each")
+    lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]
+    lines += [f"| {h} | {100 * r['eer']:.2f} | {r['min_dcf_0.01']:.3f} | {r['min_dcf_0.05']:.3f} | "
+              f"{r['train_time_s']:.0f} |" for h, r in rows.items()]
+    common.write_json(out / "compare_heads.json", {"config": to_dict(cfg), "heads": rows})
+    (out / "compare_heads.md").write_text("\n".join(lines) + "\n")
+    log("\n" + "\n".join(lines) + f"\n\n[done] {out / 'compare_heads.md'}, {out / 'plots' / 'det_heads.png'}")
+    return rows
 
 
 def results_table(results: dict) -> str:
@@ -214,6 +252,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder", help="model.encoder (tdnn, resnet34, ...)")
     p.add_argument("--head", help="head.name (softmax, arcface, ...); its keyword arguments via --set head.m=0.2")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (listed in the manifest)")
+    p.add_argument("--compare-heads", nargs="?", const="all", metavar="H1,H2",
+                   help="train each head (default: every registered one) with the same budget; writes "
+                        "compare_heads.md/.json and plots/det_heads.png")
     return p.parse_args(argv)
 
 
@@ -225,6 +266,10 @@ def main(argv=None) -> int:
     if args.skip_bad:
         shorthand.append("data.skip_bad=true")
     overrides = common.shorthand_overrides(args, shorthand)
+    if args.compare_heads:
+        heads = comparable_heads() if args.compare_heads == "all" else args.compare_heads.split(",")
+        return common.guarded(lambda: compare_heads(load_config(SpeakerConfig, args.config, overrides), args.data,
+                                                    args.out, heads))
     return common.guarded(lambda: run(load_config(SpeakerConfig, args.config, overrides), args.data, args.out))
 
 
