@@ -4,6 +4,8 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_ACCEPT_CALLABLE_ON_FUNCTION", "1")
+# a stalled Ray Data pipeline fails the test in 10 minutes instead of Ray's default 30
+os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 
 
 @pytest.fixture(scope="session")

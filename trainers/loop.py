@@ -155,6 +155,16 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
 
+def cpus_leaving_one_for_data(n: int) -> float:
+    """CPUs for each of `n` long-lived workers or actors so that at least one CPU stays free for the
+    Ray Data read tasks that feed them: on a small cluster, n actors of 1 CPU each would take every
+    CPU and the read task would wait forever (a deadlock, not an error)."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1)
+    return min(1.0, max(total - 1, 0.5) / max(n, 1))
+
+
 def auto_use_gpu(workers: int) -> bool:
     """Use GPUs when the cluster has one per worker (a GPU cluster); CPU otherwise."""
     import ray

@@ -17,6 +17,7 @@ from torch import nn
 from trainers.encoders import build_encoder
 from trainers.features import crop_batch, fbank, mean_normalize
 from trainers.heads import MarginScheduler, build_head
+from trainers.loop import cpus_leaving_one_for_data
 
 
 @dataclasses.dataclass
@@ -142,7 +143,7 @@ def extract_embeddings(paths: list[str], task: SpeakerTask, encoder_state: dict 
     """Batch inference with Ray Data: {key: embedding} for every utterance in the shards."""
     ds = feature_dataset(paths, task.front).map_batches(
         EmbedBatch, fn_constructor_args=(task, encoder_state), batch_size=8, batch_format="numpy",
-        concurrency=concurrency)
+        concurrency=concurrency, num_cpus=cpus_leaving_one_for_data(concurrency))
     out = {}
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         out.update(zip(batch["key"].tolist(), batch["embedding"]))

@@ -44,14 +44,13 @@ def init_ray(log=print) -> None:
 
 def cpus_per_worker(scale, log=print) -> float:
     """Leave at least one CPU to Ray Data, or the data tasks that feed training starve (small-cluster trap)."""
-    import ray
+    from trainers.loop import cpus_leaving_one_for_data
 
     if scale.cpus_per_worker is not None:
         return scale.cpus_per_worker
-    total = ray.cluster_resources().get("CPU", 1)
-    per = min(1.0, max(total - 1, 0.5) / scale.workers)
+    per = cpus_leaving_one_for_data(scale.workers)
     if per < 1.0:
-        log(f"[ray] {scale.workers} workers on {total:.0f} CPUs: {per:.2f} CPU each, leaving one for Ray Data")
+        log(f"[ray] {scale.workers} workers: {per:.2f} CPU each, leaving one for Ray Data")
     return per
 
 
