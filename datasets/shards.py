@@ -299,7 +299,7 @@ def build_shards(
         if bad and not skip_bad:
             listing = "\n".join(f"  {b['path']}: {b['error']}" for b in bad[:20])
             more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-            raise ShardError(f"{len(bad)} unreadable or invalid audio file(s) in {corpus}/{split}:\n{listing}{more}\n"
+            raise ShardError(f"{len(bad)} unreadable or invalid input file(s) in {corpus}/{split}:\n{listing}{more}\n"
                              "Fix or remove them, or pass --skip-bad to skip them (they are then listed in the manifest).")
         for stale in out_dir.glob(f"{corpus}-{split}-*.tar"):
             stale.unlink()

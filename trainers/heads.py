@@ -89,7 +89,34 @@ class SoftmaxHead(Head):
         return f"embed_dim={self.embed_dim}, num_classes={self.num_classes}"
 
 
-class CosineMarginHead(Head):
+class HypersphereHead(Head):
+    """Class weights w_j (K, D) and cos θ_j = <x/‖x‖, w_j/‖w_j‖>, computed in float32 even under
+    autocast: fp16 cosines near ±1 would make θ, sin θ and the margins noisy.
+
+    `cosine` is x̂·W^T scaled per column by 1/‖w_j‖ (W itself is not normalized: that would be
+    two more passes over the K×D matrix forward and backward) and is not clamped (a clamp is a
+    B×K pass plus a mask in backward). Rounding can put it ~1e-7 outside [−1, 1]: every margin
+    that takes acos, sqrt(1 − cos²) or a fractional power clamps its own input first."""
+
+    def __init__(self, embed_dim: int, num_classes: int):
+        super().__init__(embed_dim, num_classes)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embed_dim))
+        nn.init.xavier_uniform_(self.weight)  # WeSpeaker's init for its margin products
+
+    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            w = self.weight.float()
+            inv_norm = torch.linalg.vector_norm(w, dim=1).clamp_min(1e-12).reciprocal()
+            return F.linear(F.normalize(x.float(), dim=1), w) * inv_norm
+
+    @staticmethod
+    def feature_norm(x: torch.Tensor) -> torch.Tensor:
+        """‖x‖ as a (B, 1) float32 column (it carries gradient: the norm is learned)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return x.float().norm(dim=1, keepdim=True)
+
+
+class CosineMarginHead(HypersphereHead):
     """cos θ_j = <x/‖x‖, w_j/‖w_j‖>; logits = s·(cos θ + onehot·d_θ), d_θ = ψ(cos θ_y) − cos θ_y.
 
     detach_margin=True computes d_θ under no_grad (OpenSphere's CGD: ψ's value, cos θ's gradient);
@@ -101,13 +128,6 @@ class CosineMarginHead(Head):
         super().__init__(embed_dim, num_classes)
         self.s = _number("s", s, 0.0, low_open=True)
         self.detach_margin = bool(detach_margin)
-        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embed_dim))
-        nn.init.xavier_uniform_(self.weight)  # WeSpeaker's init for its margin products
-
-    def cosine(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            cos = F.linear(F.normalize(x.float(), dim=1), F.normalize(self.weight.float(), dim=1))
-        return cos.clamp(-1.0, 1.0)
 
     def target_logit(self, cos_y: torch.Tensor) -> torch.Tensor:
         """ψ(cos θ_y) for the target column, shape (B, 1)."""
@@ -118,10 +138,11 @@ class CosineMarginHead(Head):
         if y is None:
             return self.s * cos
         idx = y.view(-1, 1).long()
-        cos_y = cos.gather(1, idx)
+        cos_y = cos.gather(1, idx).clamp(-1.0, 1.0)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_margin):
             d_theta = self.target_logit(cos_y) - cos_y
-        return self.s * cos.scatter_add(1, idx, d_theta)
+        # `cos` itself is saved by gather's backward: scale out of place, then add in place
+        return (cos * self.s).scatter_add_(1, idx, self.s * d_theta)
 
 
 @register_head("arcface", "aam")
@@ -211,3 +232,358 @@ class MarginScheduler:
         return (f"MarginScheduler(final_m={self.final_m:g}, increase_start_epoch={self.start:g}, "
                 f"fix_start_epoch={self.fix:g}, increase_type={self.increase_type!r}, "
                 f"initial_m={self.initial_m:g})")
+
+
+# --------------------------------------------------------------------------------------------
+# CosFace, SphereFace (A-Softmax), SphereFace-R and SphereFace2 (DESIGN 5)
+# --------------------------------------------------------------------------------------------
+
+def _choice(name: str, value, choices: tuple) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _acos(cos: torch.Tensor) -> torch.Tensor:
+    """θ = acos(cos). Where a gradient will flow, cos is first clamped to ±(1 − 1e-6) so that
+    dθ/dcos = −1/sin θ stays finite at cos = ±1; under no_grad the exact angle is returned."""
+    if torch.is_grad_enabled() and cos.requires_grad:
+        return torch.acos(cos.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+    return torch.acos(cos.clamp(-1.0, 1.0))
+
+
+def _sign_k(m_theta: torch.Tensor):
+    """k = ⌊mθ/π⌋ and (−1)^k, both constants (no gradient), as float tensors."""
+    with torch.no_grad():
+        k = torch.floor(m_theta / math.pi)
+        sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
+    return k, sign
+
+
+def _chebyshev(cos: torch.Tensor, m: int) -> torch.Tensor:
+    """cos(mθ) as the Chebyshev polynomial T_m(cos θ): exact gradient, finite at cos = ±1."""
+    t_prev, t = torch.ones_like(cos), cos
+    if m == 0:
+        return t_prev
+    for _ in range(m - 1):
+        t_prev, t = t, 2.0 * cos * t - t_prev
+    return t
+
+
+@register_head("cosface", "am")
+class CosFaceHead(CosineMarginHead):
+    """Additive cosine margin (CosFace / AM-Softmax): ψ = cos θ − m, logits scaled by s.
+    Defaults s=32, m=0.2 as WeSpeaker's VoxCeleb recipes. d_θ = −m is a constant, so
+    detach_margin changes nothing here (kept for a uniform signature). `set_margin` lets a
+    MarginScheduler warm m up."""
+
+    def __init__(self, embed_dim: int, num_classes: int, s: float = 32.0, m: float = 0.2,
+                 detach_margin: bool = False):
+        super().__init__(embed_dim, num_classes, s, detach_margin)
+        self.set_margin(m)
+
+    def set_margin(self, m: float) -> None:
+        self._m = _number("cosface margin m", m, 0.0, 2.0)
+
+    @property
+    def margin(self) -> float:
+        return self._m
+
+    @margin.setter
+    def margin(self, m: float) -> None:
+        self.set_margin(m)
+
+    def target_logit(self, cos_y):
+        return cos_y - self._m
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, s={self.s:g}, "
+                f"m={self._m:g}")
+
+
+@register_head("sphereface", "asoftmax")
+class SphereFaceHead(HypersphereHead):
+    """A-Softmax with λ annealing, as WeSpeaker's SphereProduct (original SphereFace recipe).
+
+    ψ(θ) = (−1)^k cos(mθ) − 2k, k = ⌊mθ/π⌋ (m a positive integer; cos(mθ) is evaluated as the
+    Chebyshev polynomial T_m(cos θ), so its gradient is exact and finite; k is a constant).
+    Target logit ‖x‖·(λ cos θ_y + ψ(θ_y))/(1 + λ), other logits ‖x‖·cos θ_j; loss = CE.
+    λ = max(lambda_min, base·(1 + gamma·iter)^(−power)); `iter` counts training-mode forward
+    calls (incremented before λ is computed, as WeSpeaker does) and is saved in the state dict.
+    Defaults are the original SphereFace / WeSpeaker ones: m=4, base=1000, gamma=0.12, power=1,
+    lambda_min=5. `logits(x)` without labels is ‖x‖·cos θ.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int, m: int = 4, base: float = 1000.0,
+                 gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0):
+        super().__init__(embed_dim, num_classes)
+        if isinstance(m, bool) or float(_number("sphereface m", m, 1.0, 16.0)) != int(m):
+            raise ValueError(f"sphereface m must be an integer in [1, 16], got {m!r}")
+        self.m = int(m)
+        self.base = _number("base", base, 0.0)
+        self.gamma = _number("gamma", gamma, 0.0)
+        self.power = _number("power", power, 0.0)
+        self.lambda_min = _number("lambda_min", lambda_min, 0.0)
+        self.iter = 0
+
+    @property
+    def lamb(self) -> float:
+        return max(self.lambda_min, self.base * (1.0 + self.gamma * self.iter) ** (-self.power))
+
+    def get_extra_state(self):
+        return {"iter": self.iter}
+
+    def set_extra_state(self, state):
+        self.iter = int(state["iter"])
+
+    def psi(self, cos_y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            theta = torch.acos(cos_y.clamp(-1.0, 1.0))
+        k, sign = _sign_k(self.m * theta)
+        return sign * _chebyshev(cos_y, self.m) - 2.0 * k
+
+    def logits(self, x, y=None):
+        cos, norm = self.cosine(x), self.feature_norm(x)
+        if y is None:
+            return norm * cos
+        idx = y.view(-1, 1).long()
+        cos_y = cos.gather(1, idx).clamp(-1.0, 1.0)
+        d = (self.psi(cos_y) - cos_y) / (1.0 + self.lamb)  # (λ cos + ψ)/(1 + λ) − cos
+        return (norm * cos).scatter_add_(1, idx, norm * d)
+
+    def forward(self, x, y):
+        if self.training:
+            self.iter += 1
+        return F.cross_entropy(self.logits(x, y), y)
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, m={self.m}, "
+                f"base={self.base:g}, gamma={self.gamma:g}, power={self.power:g}, "
+                f"lambda_min={self.lambda_min:g}, iter={self.iter}")
+
+
+@register_head("spherefacer", "sphereface_r")
+class SphereFaceRHead(HypersphereHead):
+    """SphereFace-R (SphereFace Revived): one class for magnitude × feature normalization × CGD.
+
+    magnitude (the multiplicative margin m ≥ 1 as a function of θ):
+      v0: target ψ = (−1)^k cos(mθ_y) − 2k, k = ⌊mθ_y/π⌋ (m may be fractional)
+      v1: target ψ = cos(clamp(mθ_y, 1e-5, π))
+      v2: target left at cos θ_y; every non-target j becomes cos(θ_j/m)
+    The margined cosine is cos θ + d_θ with d_θ = ψ − cos θ, computed under no_grad when
+    cgd=True (value of ψ, gradient of cos θ).
+    fn (feature normalization):
+      hfn:  logits = s·(cos θ + d_θ);   loss = lw·CE/s
+      none: logits = ‖x‖·(cos θ + d_θ); loss = lw·CE (no s: the scale is the learned ‖x‖);
+            `on_lr_step()` grows m by dm ("m grows at each LR step")
+      sfn:  logits = ‖x‖·(cos θ + d_θ); loss = lw·CE/s + t·mean|‖x‖ − s|
+    Defaults: magnitude v2, fn hfn, cgd, s=30, m=1.5, lw=1 (DESIGN's HFN default; OpenSphere's
+    shipped config is s=60, m=1.4, v2, lw=50), t=0.01, dm=0.1. `logits(x)` without labels is the
+    un-margined scaled cosine.
+    """
+
+    MAGNITUDES = ("v0", "v1", "v2")
+    FNS = ("none", "hfn", "sfn")
+
+    def __init__(self, embed_dim: int, num_classes: int, magnitude: str = "v2", fn: str = "hfn",
+                 cgd: bool = True, s: float = 30.0, m: float = 1.5, lw: float = 1.0,
+                 t: float = 0.01, dm: float = 0.1):
+        super().__init__(embed_dim, num_classes)
+        self.magnitude = _choice("magnitude", magnitude, self.MAGNITUDES)
+        self.fn = _choice("fn", fn, self.FNS)
+        self.cgd = bool(cgd)
+        self.s = _number("s", s, 0.0, low_open=True)
+        self.m = _number("spherefacer m (multiplicative, >= 1)", m, 1.0, 16.0)
+        self.lw = _number("lw", lw, 0.0, low_open=True)
+        self.t = _number("t", t, 0.0)
+        self.dm = _number("dm", dm, 0.0)
+
+    def get_extra_state(self):
+        return {"m": self.m}  # m may have grown by on_lr_step
+
+    def set_extra_state(self, state):
+        self.m = float(state["m"])
+
+    def on_lr_step(self) -> float:
+        """Called by the trainer at each LR step; with fn='none' m grows by dm. Returns m."""
+        if self.fn == "none":
+            self.m = self.m + self.dm
+        return self.m
+
+    def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """d_θ: (B, 1) for the target column (v0, v1) or (B, K) with 0 on the target (v2)."""
+        m = self.m
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cgd):
+            if self.magnitude == "v2":  # non-targets only
+                d = (torch.cos(_acos(cos) / m) - cos).scatter(1, idx, 0.0)
+            else:
+                cos_y = cos.gather(1, idx)
+                m_theta = m * _acos(cos_y)
+                if self.magnitude == "v0":
+                    k, sign = _sign_k(m_theta)
+                    psi = sign * torch.cos(m_theta) - 2.0 * k
+                else:
+                    psi = torch.cos(m_theta.clamp(1e-5, math.pi))
+                d = psi - cos_y
+        return d
+
+    def _scale(self, x):
+        return self.s if self.fn == "hfn" else self.feature_norm(x)
+
+    def logits(self, x, y=None):
+        cos, scale = self.cosine(x), self._scale(x)
+        if y is None:
+            return scale * cos
+        idx = y.view(-1, 1).long()
+        d = self.margin_term(cos, idx)  # added outside any no_grad: cos keeps its gradient
+        if self.magnitude == "v2":
+            return (cos + d).mul_(scale)
+        return (scale * cos).scatter_add_(1, idx, scale * d)
+
+    def forward(self, x, y):
+        ce = F.cross_entropy(self.logits(x, y), y)
+        if self.fn == "hfn":
+            return self.lw * ce / self.s
+        if self.fn == "none":
+            return self.lw * ce
+        return self.lw * ce / self.s + self.t * (self.feature_norm(x) - self.s).abs().mean()
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
+                f"magnitude={self.magnitude}, fn={self.fn}, cgd={self.cgd}, s={self.s:g}, "
+                f"m={self.m:g}, lw={self.lw:g}, t={self.t:g}, dm={self.dm:g}")
+
+
+@register_head("sphereface_detached")
+class SphereFaceDetachedHead(SphereFaceRHead):
+    """The detached SphereFace (OpenSphere's SphereFace with CGD): a preset of SphereFace-R with
+    magnitude v0, hard feature normalization, cgd, loss weight 1 — logits s·(cos θ + d_θ),
+    loss = CE(logits)/s·lw. Defaults s=30, m=1.5 (DESIGN 5: m 1.5–1.7)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, s: float = 30.0, m: float = 1.5,
+                 lw: float = 1.0):
+        super().__init__(embed_dim, num_classes, magnitude="v0", fn="hfn", cgd=True, s=s, m=m,
+                         lw=lw)
+
+
+@register_head("sphereface2")
+class SphereFace2Head(HypersphereHead):
+    """SphereFace2: K binary one-vs-all problems on the hypersphere.
+
+    g(z) = 2((z + 1)/2)^t − 1, margined target/non-target cosines by margin_type:
+      C: g(cos θ_j) − m·(2·onehot − 1)   (target −m, non-targets +m)
+      A: g(cos(min(θ_y + m, π))) on the target, g(cos θ_j) elsewhere
+      M: g(cos(clamp(m·θ_y, 1e-5, π))) on the target, g(cos θ_j) elsewhere — our reading: a
+         multiplicative angular margin on the target only (m ≥ 1), clamped at π so ψ stays
+         monotone in θ, as SphereFace-R v1.
+    logits = r·(cos θ + d_θ) + b, d_θ = (margined g) − cos θ, detached when detach=True (CGD).
+    loss = BCEWithLogits(logits, onehot, weight = lw·K/r·(λ·onehot + (1−λ)(1−onehot))), mean
+    over the B×K entries, written with softplus: (lw/r)/B·Σ_i [λ·softplus(−z_iy) +
+    (1−λ)·Σ_{j≠y} softplus(z_ij)] (no B×K one-hot or weight matrix).
+    Bias init (closed form): with all cosines 0 at init (θ = π/2), a_y/a_i are the margined
+    target / non-target logits without b, z = λ/((1−λ)(K−1)) and
+    b = log(2z) − a_i − log(1 − z + sqrt((1−z)² + 4z·exp(a_y − a_i))): the root of
+    λ·σ(−(a_y + b)) = (1−λ)(K−1)·σ(a_i + b), i.e. the b where the weighted positive and negative
+    terms' gradients balance (the minimiser of the initial loss in b). C: a_y = r(g(0) − m),
+    a_i = r(g(0) + m); A: a_y = r·g(cos(min(π/2 + m, π))); M: a_y = r·g(cos(min(m·π/2, π)));
+    a_i = r·g(0) for A and M. Evaluated in float64 in log space (no overflow for large r).
+    Defaults λ=0.7, r=40, t=3, lw=50 (OpenSphere); m=None means 0.4 for C and A, 1.5 for M.
+    `logits(x)` without labels is cos θ (the paper scores with the cosine).
+    """
+
+    MARGIN_TYPES = ("C", "A", "M")
+
+    def __init__(self, embed_dim: int, num_classes: int, margin_type: str = "C", lam: float = 0.7,
+                 r: float = 40.0, m: float | None = None, t: float = 3.0, lw: float = 50.0,
+                 detach: bool = True):
+        super().__init__(embed_dim, num_classes)
+        self.margin_type = _choice("margin_type", margin_type, self.MARGIN_TYPES)
+        self.lam = _number("lam (lambda)", lam, 0.0, 1.0, low_open=True)
+        if self.lam >= 1.0:
+            raise ValueError(f"lam (lambda) must be in (0, 1), got {lam!r}")
+        self.r = _number("r", r, 0.0, low_open=True)
+        if m is None:
+            m = 1.5 if self.margin_type == "M" else 0.4
+        if self.margin_type == "M":
+            self.m = _number("sphereface2 M margin m (multiplicative)", m, 1.0, 16.0)
+        else:
+            self.m = _number(f"sphereface2 {self.margin_type} margin m", m, 0.0, math.pi,
+                             low_open=True)
+        self.t = _number("t", t, 1.0)
+        self.lw = _number("lw", lw, 0.0, low_open=True)
+        self.detach = bool(detach)
+        self.bias = nn.Parameter(torch.tensor([self.init_bias()]))
+
+    def g(self, z):
+        if not isinstance(z, torch.Tensor):
+            return 2.0 * ((z + 1.0) / 2.0) ** self.t - 1.0
+        # clamp: a fractional power of a rounding-negative base is nan
+        if torch.is_grad_enabled() and z.requires_grad:
+            return 2.0 * ((z.clamp(-1.0, 1.0) + 1.0) / 2.0) ** self.t - 1.0
+        return z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(self.t).mul_(2.0).sub_(1.0)
+
+    def init_bias(self) -> float:
+        r, m, K, lam = self.r, self.m, self.num_classes, self.lam
+        g0 = 2.0 * 0.5 ** self.t - 1.0
+        if self.margin_type == "C":
+            a_y, a_i = r * (g0 - m), r * (g0 + m)
+        else:
+            theta_y = min(math.pi / 2 + m, math.pi) if self.margin_type == "A" \
+                else min(m * math.pi / 2, math.pi)
+            a_y, a_i = r * self.g(math.cos(theta_y)), r * g0
+        z = lam / ((1.0 - lam) * (K - 1))
+        delta = a_y - a_i
+        # log sqrt(S), S = (1−z)² + 4z·e^Δ, in log space (e^Δ may overflow for large r)
+        log_s = [math.log(4 * z) + delta]
+        if z != 1.0:
+            log_s.append(2 * math.log(abs(1.0 - z)))
+        hi = max(log_s)
+        log_sqrt = 0.5 * (hi + math.log(sum(math.exp(v - hi) for v in log_s)))
+        if z <= 1.0:  # log(1 − z + sqrt S): a sum of non-negative terms
+            log_term = log_sqrt + math.log1p((1.0 - z) * math.exp(-log_sqrt))
+        else:  # 1 − z < 0 nearly cancels sqrt S (λ large, K small): use the conjugate,
+            # 1 − z + sqrt S = 4z·e^Δ / (sqrt S + z − 1)
+            log_term = (math.log(4 * z) + delta
+                        - (log_sqrt + math.log1p((z - 1.0) * math.exp(-log_sqrt))))
+        return math.log(2 * z) - a_i - log_term
+
+    def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """d_θ (B, K): margined g minus cos θ (in place where no gradient is needed)."""
+        grad = torch.is_grad_enabled() and not self.detach
+        with torch.set_grad_enabled(grad):
+            d = self.g(cos) - cos if grad else self.g(cos).sub_(cos)
+            if self.margin_type == "C":  # − m(2·onehot − 1)
+                d = (d + self.m) if grad else d.add_(self.m)
+                src = torch.full_like(idx, -2.0 * self.m, dtype=d.dtype)
+                d = d.scatter_add(1, idx, src) if grad else d.scatter_add_(1, idx, src)
+            else:
+                cos_y = cos.gather(1, idx)
+                theta_y = _acos(cos_y)
+                if self.margin_type == "A":
+                    cos_m = torch.cos((theta_y + self.m).clamp(max=math.pi))
+                else:
+                    cos_m = torch.cos((self.m * theta_y).clamp(1e-5, math.pi))
+                src = self.g(cos_m) - cos_y
+                d = d.scatter(1, idx, src) if grad else d.scatter_(1, idx, src)
+        return d
+
+    def logits(self, x, y=None):
+        cos = self.cosine(x)
+        if y is None:
+            return cos
+        d = self.margin_term(cos, y.view(-1, 1).long())
+        # cos + d outside any no_grad (cos keeps its gradient), then in place: one B×K tensor
+        return (cos + d).mul_(self.r).add_(self.bias.float())
+
+    def forward(self, x, y):
+        z = self.logits(x, y)
+        idx = y.view(-1, 1).long()
+        z_y = z.gather(1, idx)
+        neg = F.softplus(z).sum() - F.softplus(z_y).sum()  # Σ_{j≠y} softplus(z_j)
+        pos = F.softplus(-z_y).sum()
+        return self.lw / self.r * (self.lam * pos + (1.0 - self.lam) * neg) / z.shape[0]
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
+                f"margin_type={self.margin_type}, lam={self.lam:g}, r={self.r:g}, m={self.m:g}, "
+                f"t={self.t:g}, lw={self.lw:g}, detach={self.detach}")

@@ -141,6 +141,7 @@ class EmbedBatch:
 def extract_embeddings(paths: list[str], task: SpeakerTask, encoder_state: dict | None,
                        concurrency: int = 1) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every utterance in the shards."""
+    concurrency = max(1, min(concurrency, len(paths)))  # one read block per shard: more actors would idle
     ds = feature_dataset(paths, task.front).map_batches(
         EmbedBatch, fn_constructor_args=(task, encoder_state), batch_size=8, batch_format="numpy",
         concurrency=concurrency, num_cpus=cpus_leaving_one_for_data(concurrency))

@@ -1,0 +1,110 @@
+"""Forward+backward time and peak memory of each head vs the plain linear softmax head, on CPU.
+
+All heads live in one process and are timed alternating (head A, head B, ..., then again), so
+drifts in CPU clock or load hit every head alike; the median over repetitions is reported.
+Memory: torch.profiler's CPU memory events (allocations minus frees, attributed to the op that
+made them, ordered by op start) accumulated over one forward+backward with the gradients reset
+to None first — the peak of that running total, i.e. activations + temporaries + gradients
+(parameters and the input excluded). It resolves to op granularity: a lower bound on the true
+peak, comparable across heads.
+
+    python benchmarks/bench_heads.py [--classes 6000] [--dim 512] [--batch 256] [--reps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from trainers.heads import build_head  # noqa: E402
+
+HEADS = [
+    ("softmax", {}),
+    ("arcface", {}),
+    ("cosface", {}),
+    ("sphereface", {}),
+    ("sphereface_detached", {}),
+    ("spherefacer", dict(magnitude="v0")),
+    ("spherefacer", dict(magnitude="v1")),
+    ("spherefacer", dict(magnitude="v2")),
+    ("spherefacer", dict(magnitude="v1", fn="sfn")),
+    ("spherefacer", dict(magnitude="v1", cgd=False)),
+    ("sphereface2", dict(margin_type="C")),
+    ("sphereface2", dict(margin_type="A")),
+    ("sphereface2", dict(margin_type="M")),
+    ("sphereface2", dict(margin_type="C", detach=False)),
+]
+
+
+def label(name, kw):
+    return name + ("(" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")" if kw else "")
+
+
+def step(head, x, y):
+    head.zero_grad(set_to_none=True)
+    x.grad = None
+    head(x, y).backward()
+
+
+def peak_bytes(head, x, y) -> int:
+    step(head, x, y)  # warm
+    head.zero_grad(set_to_none=True)
+    x.grad = None
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        head(x, y).backward()
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    cur = peak = 0
+    for e in events:
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--classes", type=int, default=6000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    heads = [(label(n, kw), build_head(n, args.dim, args.classes, **kw)) for n, kw in HEADS]
+    x = torch.randn(args.batch, args.dim, requires_grad=True)
+    y = torch.randint(0, args.classes, (args.batch,))
+
+    for _, head in heads:  # warm-up
+        for _ in range(3):
+            step(head, x, y)
+    times = {name: [] for name, _ in heads}
+    for _ in range(args.reps):
+        for name, head in heads:
+            t0 = time.perf_counter()
+            step(head, x, y)
+            times[name].append(time.perf_counter() - t0)
+    mem = {name: peak_bytes(head, x, y) for name, head in heads}
+
+    base_t = statistics.median(times["softmax"])
+    base_m = mem["softmax"]
+    print(f"K={args.classes}, D={args.dim}, B={args.batch}, reps={args.reps}, "
+          f"threads={torch.get_num_threads()}, torch {torch.__version__}, CPU, float32\n")
+    print("| head | fwd+bwd ms (median) | time × softmax | peak MiB | memory × softmax |")
+    print("|---|---:|---:|---:|---:|")
+    for name, _ in heads:
+        t = statistics.median(times[name])
+        flag = "" if t / base_t <= 1.3 else " ⚠"
+        print(f"| {name} | {1e3 * t:.2f} | {t / base_t:.2f}{flag} | {mem[name] / 2**20:.1f} | "
+              f"{mem[name] / base_m:.2f} |")
+    print("\n⚠: over the 1.3× target.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Mask Proxy / Multinomial Mask Proxy heads and the streaming P x K sampler."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainers.heads import HEADS, build_head
+from trainers.pk_sampler import pk_batches
+from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead
+
+
+def _f(t):
+    return float(t.detach())
+
+
+def _cos(a, b):
+    return float(torch.dot(a, b) / (a.norm() * b.norm()))
+
+
+def _pk(P=3, K=3, D=5, C=7, seed=0, labels=None):
+    g = torch.Generator().manual_seed(seed)
+    labels = labels if labels is not None else [1, 4, 6][:P]
+    x = torch.randn(P * K, D, generator=g, dtype=torch.float64).float()
+    y = torch.tensor([lab for lab in labels for _ in range(K)])
+    return x, y
+
+
+def _mp_by_hand(head, x, y):
+    """Loop-by-loop MP: per query, build the masked proxy matrix row by row."""
+    w, b = _f(head.w.clamp(min=1e-6)), _f(head.b)
+    W = head.weight.detach().double()
+    e = [xi.double() / xi.double().norm() for xi in x.detach()]
+    labels = [int(v) for v in y]
+    classes = sorted(set(labels))
+    members = {c: [j for j, l in enumerate(labels) if l == c] for c in classes}
+    total = 0.0
+    for i, s in enumerate(labels):
+        logits = []
+        for j in range(head.num_classes):
+            if j == s:
+                row = sum(e[m] for m in members[j] if m != i) / (len(members[j]) - 1)
+            elif j in members:
+                row = sum(e[m] for m in members[j]) / len(members[j])
+            else:
+                row = W[j]
+            logits.append(w * _cos(e[i], row) + b)
+        total += -logits[s] + math.log(sum(math.exp(v) for v in logits))
+    loss = total / len(labels)
+    cent = 0.0
+    for s in classes:
+        c = sum(e[m] for m in members[s]) / len(members[s])
+        logits = [w * _cos(c, W[j]) + b for j in range(head.num_classes)]
+        cent += -logits[s] + math.log(sum(math.exp(v) for v in logits))
+    return loss + head.lam * cent / len(classes)
+
+
+def _mult_by_hand(head, x, y, proxy_negatives=False):
+    w = _f(head.w.clamp(min=1e-6))
+    W = head.weight.detach().double()
+    e = [xi.double() / xi.double().norm() for xi in x.detach()]
+    labels = [int(v) for v in y]
+    total = 0.0
+    for i in range(len(labels)):
+        pos = sum(math.exp(-w * _cos(e[i], e[j])) for j in range(len(labels))
+                  if j != i and labels[j] == labels[i])
+        neg = sum(math.exp(w * _cos(e[i], e[j])) for j in range(len(labels)) if labels[j] != labels[i])
+        if proxy_negatives:
+            neg += sum(math.exp(w * _cos(e[i], W[j])) for j in range(head.num_classes)
+                       if j not in labels)
+        total += math.log1p(pos * neg)
+    return total / len(labels)
+
+
+def test_registered_and_built_by_name():
+    assert HEADS["mask_proxy"] is MaskProxyHead and HEADS["mp"] is MaskProxyHead
+    assert HEADS["mmp"] is MultinomialMaskProxyHead
+    head = build_head("mp", 5, 7, k=3, lam=0.5)
+    assert head.k == 3 and head.lam == 0.5
+    with pytest.raises(ValueError, match="unknown argument"):
+        build_head("mp", 5, 7, margin=0.2)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7])
+def test_mp_matches_independent_computation(lam):
+    torch.manual_seed(0)
+    head = MaskProxyHead(5, 7, k=3, lam=lam, init_w=4.0, init_b=-1.5)
+    x, y = _pk()
+    assert _f(head(x, y)) == pytest.approx(_mp_by_hand(head, x, y), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("proxy_negatives", [False, True])
+def test_mmp_matches_independent_computation(proxy_negatives):
+    torch.manual_seed(1)
+    head = MultinomialMaskProxyHead(5, 7, k=3, lam=0.3, init_w=3.0, init_b=-1.0, mmp_weight=0.5,
+                                    mmp_proxy_negatives=proxy_negatives)
+    x, y = _pk()
+    expected = _mp_by_hand(head, x, y) + 0.5 * _mult_by_hand(head, x, y, proxy_negatives)
+    assert _f(head(x, y)) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_mmp_single_speaker_batch_has_no_entity_negatives():
+    head = MultinomialMaskProxyHead(5, 7, k=3, mmp_weight=2.0)
+    x, y = _pk(P=1)
+    x.requires_grad_(True)
+    assert _f(head(x, y)) == pytest.approx(_mp_by_hand(head, x, y), rel=1e-5)
+    head(x, y).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_reduces_to_proxy_only_form_when_centroids_are_proxies(lam):
+    """Identical utterances per speaker and proxies along them (any positive scale): every
+    (leave-one-out) centroid equals its proxy direction, so the masked loss equals the proxy-only
+    form, which is (1 + λ)·plain proxy CE here."""
+    torch.manual_seed(2)
+    head = MaskProxyHead(5, 7, k=3, lam=lam, init_w=6.0, init_b=-2.0)
+    _, y = _pk()
+    with torch.no_grad():
+        for c in (1, 4, 6):
+            head.weight[c] *= 2.5       # scale must not matter
+    x = head.weight.detach()[y] * 0.3
+    proxy_ce = F.cross_entropy(head.logits(x), y)
+    assert _f(head(x, y)) == pytest.approx((1 + lam) * _f(proxy_ce), rel=1e-5)
+    plain = MaskProxyHead(5, 7, k=3, lam=lam, init_w=6.0, init_b=-2.0, mask=False)
+    plain.load_state_dict(head.state_dict())
+    assert _f(plain(x, y)) == pytest.approx(_f(head(x, y)), rel=1e-5)
+    # and with distinct utterances the masking does change the loss
+    x2, _ = _pk()
+    assert abs(_f(plain(x2, y)) - _f(head(x2, y))) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["mp", "mmp"])
+def test_batch_order_does_not_change_loss(name):
+    torch.manual_seed(3)
+    head = build_head(name, 5, 7, k=3, lam=0.4)
+    x, y = _pk()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(9))
+    assert _f(head(x[perm], y[perm])) == pytest.approx(_f(head(x, y)), rel=1e-6)
+
+
+def test_construction_errors():
+    with pytest.raises(ValueError, match="K >= 2"):
+        MaskProxyHead(5, 7, k=1)
+    with pytest.raises(ValueError, match="K >= 2"):
+        build_head("mmp", 5, 7, k=1)
+    with pytest.raises(ValueError, match="integer"):
+        MaskProxyHead(5, 7, k=2.5)
+    with pytest.raises(ValueError, match="lam"):
+        MaskProxyHead(5, 7, k=2, lam=-0.1)
+    with pytest.raises(ValueError, match="init_w"):
+        MaskProxyHead(5, 7, k=2, init_w=0.0)
+    with pytest.raises(ValueError, match="mmp_weight"):
+        MultinomialMaskProxyHead(5, 7, k=2, mmp_weight=-1)
+
+
+def test_forward_rejects_ungrouped_batch_naming_the_sampler():
+    head = MaskProxyHead(5, 7, k=2)
+    x = torch.randn(4, 5)
+    with pytest.raises(ValueError, match=r"label 3 appears 1 time.*pk_batches"):
+        head(torch.randn(5, 5), torch.tensor([1, 1, 3, 5, 5]))
+    with pytest.raises(ValueError, match="pk_batches"):
+        head(torch.randn(3, 5), torch.tensor([1, 1, 1]))
+    with pytest.raises(ValueError, match="labels must be in"):
+        head(x, torch.tensor([1, 1, 7, 7]))
+
+
+def test_logits_are_plain_scaled_cosine():
+    head = MaskProxyHead(5, 7, k=2, init_w=3.0, init_b=-1.0)
+    x = torch.randn(4, 5)
+    expected = 3.0 * F.normalize(x, dim=1) @ F.normalize(head.weight.detach(), dim=1).t() - 1.0
+    torch.testing.assert_close(head.logits(x).detach(), expected)
+
+
+@pytest.mark.parametrize("name", ["mp", "mmp"])
+def test_optimizer_steps_reduce_loss(name):
+    """Separable embeddings (class means far apart + noise): a few SGD steps on a learned
+    linear map + the head reduce the loss; gradients reach W and w. The shared bias b adds the
+    same constant to every logit of each softmax, so cross-entropy ignores it: its gradient is 0."""
+    torch.manual_seed(4)
+    C, P, K, D = 8, 4, 3, 16
+    means = torch.randn(C, D) * 3
+    head = build_head(name, D, C, k=K)
+    proj = torch.nn.Linear(D, D)
+    opt = torch.optim.SGD(list(head.parameters()) + list(proj.parameters()), lr=0.1)
+    g = torch.Generator().manual_seed(5)
+
+    def batch():
+        labels = torch.randperm(C, generator=g)[:P]
+        y = labels.repeat_interleave(K)
+        return means[y] + 0.5 * torch.randn(P * K, D, generator=g), y
+
+    fixed = [batch() for _ in range(4)]
+    with torch.no_grad():
+        before = sum(_f(head(proj(x), y)) for x, y in fixed)
+    for _ in range(40):
+        x, y = batch()
+        opt.zero_grad()
+        head(proj(x), y).backward()
+        assert head.weight.grad.abs().sum() > 0 and head.w.grad != 0
+        assert abs(float(head.b.grad)) < 1e-5
+        opt.step()
+    with torch.no_grad():
+        after = sum(_f(head(proj(x), y)) for x, y in fixed)
+    assert after < 0.8 * before
+
+
+# ------------------------------------------------------------------------------- P x K sampler
+
+def _rows(n_labels=10, per_label=7, seed=0):
+    import random
+    rows = [(lab, f"{lab}-{i}") for lab in range(n_labels) for i in range(per_label)]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def test_pk_batches_shape_distinct_labels_and_no_reuse():
+    rows = _rows()
+    stats = {}
+    batches = list(pk_batches(iter(rows), P=3, K=2, seed=1, stats=stats))
+    assert batches
+    seen = set()
+    for b in batches:
+        assert len(b) == 6
+        labels = [lab for lab, _ in b]
+        assert len(set(labels)) == 3 and all(labels.count(lab) == 2 for lab in set(labels))
+        assert labels == sorted(labels, key=labels.index)          # grouped label by label
+        for lab, s in b:
+            assert s.startswith(f"{lab}-") and s not in seen
+            seen.add(s)
+    assert stats["batches"] == len(batches) and stats["samples"] == len(seen)
+    assert stats["samples"] + stats["dropped_samples"] == len(rows)
+
+
+def test_pk_batches_deterministic_for_a_seed():
+    rows = _rows(seed=3)
+    a = list(pk_batches(iter(rows), 4, 3, seed=7))
+    b = list(pk_batches(iter(rows), 4, 3, seed=7))
+    c = list(pk_batches(iter(rows), 4, 3, seed=8))
+    assert a == b and a != c
+
+
+def test_pk_batches_drops_incomplete_groups_and_counts_them():
+    # label 0: 5 samples, label 1: 2, label 2: 1 — P=2, K=2
+    rows = [(0, "a0"), (1, "b0"), (0, "a1"), (1, "b1"), (0, "a2"), (2, "c0"), (0, "a3"), (0, "a4")]
+    stats = {}
+    out = list(pk_batches(rows, P=2, K=2, seed=0, stats=stats))
+    assert [[lab for lab, _ in b] for b in out] == [[0, 0, 1, 1]] or \
+        [[lab for lab, _ in b] for b in out] == [[1, 1, 0, 0]]
+    assert stats == {"batches": 1, "samples": 4, "dropped_samples": 4, "dropped_labels": 2}
+    # keeping incomplete batches: label 0 still has 3 → one more K-group, label 2's single dropped
+    stats = {}
+    out = list(pk_batches(rows, P=2, K=2, seed=0, drop_incomplete=False, stats=stats))
+    assert len(out) == 2 and [lab for lab, _ in out[1]] == [0, 0]
+    assert stats["dropped_samples"] == 2 and stats["dropped_labels"] == 2
+
+
+def test_pk_batches_feed_the_head():
+    """Batches from the sampler satisfy the head's grouping check regardless of shard split."""
+    rows = [(lab, torch.randn(6)) for lab, _ in _rows(n_labels=9, per_label=5)]
+    head = MaskProxyHead(6, 9, k=2)
+    for shard in (rows[0::2], rows[1::2]):                       # two workers' shards
+        for b in pk_batches(shard, P=3, K=2, seed=0):
+            y = torch.tensor([lab for lab, _ in b])
+            x = torch.stack([s for _, s in b])
+            assert torch.isfinite(head(x, y))
+
+
+def test_pk_batches_validates_arguments():
+    with pytest.raises(ValueError, match="P must be"):
+        list(pk_batches([], P=0, K=2, seed=0))
+    with pytest.raises(ValueError, match="K must be"):
+        list(pk_batches([], P=2, K=True, seed=0))
