@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_input_pipeline.py
 	$(PY) benchmarks/bench_train_overhead.py
 	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/bench_heads.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -6,6 +6,9 @@ Accepted layouts:
   * LFW verification:  <images root>/<name>/<name>_<n:04d>.jpg  and the standard `pairs.txt`:
     first line `<folds> <pairs>` (10 300 for LFW View 2), then per fold `<pairs>` same-person
     lines `name n1 n2` followed by `<pairs>` different-person lines `name1 n1 name2 n2`.
+  * both under one root (`find_face_layout`, what workflows/face.py reads):
+    root/train/<identity>/<image>, root/lfw/<name>/<name>_NNNN.jpg, root/pairs.txt
+    (the three names are parameters).
 
 Keys: the image path relative to the root without its extension, "/"-separated, with "%" and
 "." escaped as in `datasets.voxceleb.relpath_to_key` (WebDataset splits key and extension at the
@@ -196,6 +199,39 @@ def write_lfw_pairs(path: str | os.PathLike, pairs: list[FacePair], folds: int, 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- one root: training + LFW
+
+@dataclass
+class FaceLayout:
+    root: str
+    train: list[FaceImage]        # training images, sorted by key
+    identities: list[str]         # training identities (class index = position)
+    pairs: list[FacePair]         # verification pairs, in file order
+    test: list[FaceImage]         # the distinct images the pairs name
+    test_identities: list[str]
+
+
+def find_face_layout(root: str | os.PathLike, train_dir: str = "train", test_dir: str = "lfw",
+                     pairs_file: str = PAIRS_FILE) -> FaceLayout:
+    """`root/<train_dir>/<identity>/<image>` (training) + `root/<test_dir>/<name>/<name>_NNNN.jpg` and
+    `root/<pairs_file>` (LFW verification). Errors name the missing path and the expected layout."""
+    root = Path(root)
+    expected = (f"expected {root / train_dir}/{EXPECTED} (training), {root / test_dir}/<name>/<name>_0001.jpg "
+                f"and {root / pairs_file} (LFW pairs)")
+    if not root.is_dir():
+        raise LayoutError(f"face data root {root} does not exist or is not a folder: {expected}")
+    for path, is_ok in ((root / train_dir, Path.is_dir), (root / test_dir, Path.is_dir),
+                        (root / pairs_file, Path.is_file)):
+        if not is_ok(path):
+            raise LayoutError(f"{path} not found in the face data root: {expected}")
+    train, identities = find_identity_folders(root / train_dir)
+    if len(identities) < 2:
+        raise LayoutError(f"{root / train_dir} holds {len(identities)} identity folder(s); training needs at least 2")
+    pairs = read_lfw_pairs(root / pairs_file, root / test_dir)
+    test, test_identities = pair_images(pairs, root / test_dir)
+    return FaceLayout(str(root), train, identities, pairs, test, test_identities)
 
 
 # ----------------------------------------------------------------------------- decoding & shards

@@ -28,3 +28,12 @@ def test_benchmark_quick(script):
     cols = [c.strip() for c in lines[header].strip("|").split("|")]
     assert len(row) == len(cols)
     float(row[cols.index("ratio vs target")])
+
+
+def test_bench_heads_quick():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_heads.py"), "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| head")]
+    assert len(rows) >= 16 and any(r.startswith("| mmp") for r in rows)
+    assert any(line.startswith("RESULT: target <= 1.3x") for line in proc.stdout.splitlines())

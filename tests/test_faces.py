@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.faces import (FaceImage, FacePair, build_face_shards, decode_face, find_identity_folders,
-                            lfw_key, pair_images, read_lfw_pairs)
+from datasets.faces import (FaceImage, FacePair, build_face_shards, decode_face, find_face_layout,
+                            find_identity_folders, lfw_key, pair_images, read_lfw_pairs)
 from datasets.shards import ShardError, shard_paths
 from datasets.synth_faces import MARKER, generate_face_corpus
 from datasets.voxceleb import LayoutError
@@ -155,6 +155,29 @@ def test_generator_layout_determinism_and_pairs(tmp_path):
         generate_face_corpus(a, seed=7, **kw)
     with pytest.raises(ValueError, match="fewer than pairs_per_fold"):
         generate_face_corpus(tmp_path / "d", **{**kw, "pairs_per_fold": 99})
+
+
+def test_find_face_layout(tmp_path):
+    import shutil
+
+    root = generate_face_corpus(tmp_path / "c", n_train_ids=2, n_test_ids=2, images_per_id=2, size=16, n_folds=1,
+                                pairs_per_fold=1)
+    layout = find_face_layout(root)
+    assert layout.identities == ["0000001", "0000002"] and len(layout.train) == 4
+    assert [p.label for p in layout.pairs] == [1, 0]
+    assert layout.test_identities == ["Synth_Person0001", "Synth_Person0002"]
+    assert {im.key for im in layout.test} == {k for p in layout.pairs for k in (p.left_key, p.right_key)}
+    (root / "pairs.txt").rename(root / "view2.txt")
+    with pytest.raises(LayoutError, match=rf"{root / 'pairs.txt'} not found .*expected {root / 'train'}/<identity>"):
+        find_face_layout(root)
+    assert len(find_face_layout(root, pairs_file="view2.txt").pairs) == 2
+    with pytest.raises(LayoutError, match=rf"{root / 'faces'} not found"):
+        find_face_layout(root, test_dir="faces", pairs_file="view2.txt")
+    shutil.rmtree(root / "train" / "0000002")
+    with pytest.raises(LayoutError, match="1 identity folder.*at least 2"):
+        find_face_layout(root, pairs_file="view2.txt")
+    with pytest.raises(LayoutError, match="does not exist"):
+        find_face_layout(tmp_path / "nope")
 
 
 # ----------------------------------------------------------------------------- decoding & shards

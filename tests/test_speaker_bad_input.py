@@ -61,6 +61,15 @@ def test_trial_naming_missing_file(tmp_path, capsys):
     (["--head", "nohead"], "unknown head 'nohead'"),
     (["--set", "train.nosuch=1"], "unknown config key 'train.nosuch'"),
     (["--set", "head.nosuch=1"], "nosuch"),
+    (["--head", "arcface", "--set", "head.m=-0.1"], "margin m"),
+    (["--head", "cosface", "--set", "head.m=-0.1"], "margin m"),
+    (["--head", "sphereface2", "--set", "head.lam=1.0"], "lam (lambda) must be in (0, 1)"),
+    (["--head", "sphereface2", "--set", "head.t=0.5"], "t must be in [1, inf]"),
+    (["--head", "sphereface", "--set", "head.m=0"], "sphereface m must be"),
+    (["--head", "spherefacer", "--set", "head.magnitude=v9"], "magnitude"),
+    (["--head", "mp", "--set", "head.k=1"], "K >= 2"),
+    (["--head", "mmp", "--set", "head.k=4", "--set", "train.batch_size=6"], "at least 2 speakers"),
+    (["--set", "train.lr_milestones=[0]"], "lr_milestones"),
 ])
 def test_bad_names_fail_before_data(tmp_path, capsys, args, message):
     # the data root does not exist either: config errors must come first

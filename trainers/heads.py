@@ -587,3 +587,14 @@ class SphereFace2Head(HypersphereHead):
         return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
                 f"margin_type={self.margin_type}, lam={self.lam:g}, r={self.r:g}, m={self.m:g}, "
                 f"t={self.t:g}, lw={self.lw:g}, detach={self.detach}")
+
+
+def pk_group_size(head_cfg: dict) -> int | None:
+    """K (utterances per class in every batch) for heads that need P x K batches, else None."""
+    cls = HEADS.get(head_cfg.get("name"))
+    if cls is None or not getattr(cls, "needs_pk_batches", False):
+        return None
+    return int(head_cfg.get("k", inspect.signature(cls.__init__).parameters["k"].default))
+
+
+from trainers import proxy_heads  # noqa: E402,F401  (registers mask_proxy / mmp; it imports this module)

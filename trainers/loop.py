@@ -30,6 +30,8 @@ class LoopConfig:
     optimizer: str = "adam"          # adam | sgd
     lr: float = 1e-3
     final_lr: float = 1e-4           # exponential decay from lr to final_lr after warm-up (WeSpeaker style)
+    lr_milestones: list = dataclasses.field(default_factory=list)  # if set: step decay (OpenSphere style)
+    lr_gamma: float = 0.1            # lr factor at each milestone epoch; final_lr is then unused
     warmup_epochs: int = 0
     weight_decay: float = 1e-5
     momentum: float = 0.9            # sgd only
@@ -51,10 +53,14 @@ class TrainTask(Protocol):
     def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """Hook for schedules (margin warm-up...). Returns values to log."""
 
+    # optional: on_lr_step(model) -> dict, called at each epoch in LoopConfig.lr_milestones
+
 
 def lr_at(cfg: LoopConfig, epoch: int) -> float:
     if epoch < cfg.warmup_epochs:
         return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+    if cfg.lr_milestones:
+        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
     span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
     progress = min((epoch - cfg.warmup_epochs) / span, 1.0)
     return cfg.lr * math.exp(progress * math.log(cfg.final_lr / cfg.lr))
@@ -75,6 +81,11 @@ def validate(cfg: LoopConfig) -> None:
             raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
     if not (cfg.lr > 0 and cfg.final_lr > 0):
         raise ValueError("train.lr and train.final_lr must be > 0")
+    if not all(isinstance(m, int) and 0 < m < cfg.epochs for m in cfg.lr_milestones):
+        raise ValueError(f"train.lr_milestones must be epochs in (0, train.epochs={cfg.epochs}), "
+                         f"got {cfg.lr_milestones}")
+    if not 0 < cfg.lr_gamma <= 1:
+        raise ValueError(f"train.lr_gamma must be in (0, 1], got {cfg.lr_gamma}")
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -83,6 +94,27 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def _in_lockstep(batches: Iterator[dict], device) -> Iterator[dict]:
+    """Stop every worker at the step where the first one runs out of batches: DDP needs the same
+    number of steps everywhere, and some tasks (P x K grouping) yield a data-dependent count."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        yield from batches
+        return
+    it = iter(batches)
+    try:
+        while True:
+            batch = next(it, None)
+            flag = torch.tensor([batch is not None], dtype=torch.int32, device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            if not flag.item():
+                return
+            yield batch
+    finally:
+        close = getattr(it, "close", None)
+        if close:
+            close()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -120,10 +152,12 @@ def train_loop_per_worker(config: dict) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         extra = task.on_epoch_start(core, epoch) or {}
+        if epoch in cfg.lr_milestones and hasattr(task, "on_lr_step"):
+            extra.update(task.on_lr_step(core) or {})
         model.train()
         t0 = time.perf_counter()
         loss_sum = correct = count = 0.0
-        for batch in task.batches(shard, epoch, rank):
+        for batch in _in_lockstep(task.batches(shard, epoch, rank), device):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss, n_correct, n = model(**batch)
             optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,5 @@
 """Mask Proxy (MP) and Multinomial Mask Proxy (MMP) heads (arXiv:2011.08483), registered in the
-`trainers.heads` registry (import this module before `build_head("mask_proxy", ...)`).
+`trainers.heads` registry (trainers.heads imports this module at its end).
 
 Both heads need P x K batches (P speakers, K utterances each; see `trainers.pk_sampler`). They own
 class proxies W (num_classes x embed_dim), a learnable scale w (clamped to >= 1e-6) and bias b;
@@ -79,6 +79,8 @@ class MaskProxyHead(Head):
     k: utterances per speaker in every batch (>= 2); lam: weight λ >= 0 of the centroid-vs-proxy
     CE; init_w > 0, init_b: initial scale and bias (GE2E's 10, −5); mask=False gives the
     proxy-only form (no in-batch replacement)."""
+
+    needs_pk_batches = True  # the trainer then feeds P x K batches (trainers.pk_sampler)
 
     def __init__(self, embed_dim: int, num_classes: int, k: int = 2, lam: float = 1.0,
                  init_w: float = 10.0, init_b: float = -5.0, mask: bool = True):

@@ -18,6 +18,7 @@ from trainers.encoders import build_encoder
 from trainers.features import crop_batch, fbank, mean_normalize
 from trainers.heads import MarginScheduler, build_head
 from trainers.loop import cpus_leaving_one_for_data
+from trainers.pk_sampler import pk_batches
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class SpeakerTask:
     shuffle_buffer: int = 1000
     seed: int = 0
     margin_warmup: tuple[int, int] | None = None   # (start_epoch, fix_epoch) of the margin schedule
+    pk: int | None = None    # K: batches of batch_size // K speakers x K utterances (Mask Proxy heads)
 
     def build_encoder(self) -> nn.Module:
         return build_encoder(self.encoder, feat_dim=self.front.num_mel_bins, embed_dim=self.embed_dim,
@@ -103,12 +105,28 @@ class SpeakerTask:
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])
-        for batch in shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=True,
-                                        local_shuffle_buffer_size=self.shuffle_buffer,
-                                        local_shuffle_seed=int(rng.integers(2**31))):
+        stream = shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=self.pk is None,
+                                    local_shuffle_buffer_size=self.shuffle_buffer,
+                                    local_shuffle_seed=int(rng.integers(2**31)))
+        if self.pk is not None:
+            stream = self._pk_batches(stream, int(rng.integers(2**31)))
+        for batch in stream:
             feats = crop_batch(list(batch["feats"]), self.num_frames, rng)
             yield {"feats": torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-                   "label": torch.from_numpy(batch["label"].astype(np.int64))}
+                   "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))}
+
+    def _pk_batches(self, stream, seed: int) -> Iterator[dict]:
+        """Regroup this worker's shuffled stream into batch_size // K speakers x K utterances. Each
+        worker groups its own shard (a batch only needs K-grouping where its loss is computed); the
+        loop stops all workers at the shortest worker's step count."""
+        rows = ((label, feats) for b in stream for feats, label in zip(b["feats"], b["label"]))
+        for group in pk_batches(rows, self.batch_size // self.pk, self.pk, seed):
+            yield {"label": [label for label, _ in group], "feats": [feats for _, feats in group]}
+
+    def on_lr_step(self, model: SpeakerModel) -> dict[str, float]:
+        """At each LR milestone: heads with an LR-step rule (SphereFace-R without FN) grow m."""
+        step = getattr(model.head, "on_lr_step", None)
+        return {"head_m": float(step())} if step else {}
 
     def on_epoch_start(self, model: SpeakerModel, epoch: int) -> dict[str, float]:
         if self.margin_warmup is None or model.final_margin is None:
@@ -141,10 +159,12 @@ class EmbedBatch:
 def extract_embeddings(paths: list[str], task: SpeakerTask, encoder_state: dict | None,
                        concurrency: int = 1) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every utterance in the shards."""
+    import ray
+
     concurrency = max(1, min(concurrency, len(paths)))  # one read block per shard: more actors would idle
     ds = feature_dataset(paths, task.front).map_batches(
         EmbedBatch, fn_constructor_args=(task, encoder_state), batch_size=8, batch_format="numpy",
-        concurrency=concurrency, num_cpus=cpus_leaving_one_for_data(concurrency))
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_leaving_one_for_data(concurrency))
     out = {}
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         out.update(zip(batch["key"].tolist(), batch["embedding"]))

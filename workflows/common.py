@@ -2,14 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
-PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn")
+PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn", "pillow")
+
+
+@dataclasses.dataclass
+class ScaleConfig:
+    """The `scale` config section that cpus_per_worker / train_or_reuse read."""
+    workers: int = 1
+    cpus_per_worker: Optional[float] = None   # None: leave at least one CPU for Ray Data
+    use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -57,13 +57,6 @@ class DemoConfig:
 
 
 @dataclasses.dataclass
-class ScaleConfig:
-    workers: int = 1
-    cpus_per_worker: Optional[float] = None   # None: leave at least one CPU for Ray Data
-    use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
-
-
-@dataclasses.dataclass
 class SpeakerConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -72,10 +65,11 @@ class SpeakerConfig:
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(epochs=12, batch_size=32, lr=2e-3,
                                                                             final_lr=2e-4))
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
-    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
+    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
 
 
 def make_task(cfg: SpeakerConfig, num_classes: int):
+    from trainers.heads import pk_group_size
     from trainers.speaker import FrontEnd, SpeakerTask
 
     return SpeakerTask(
@@ -83,7 +77,8 @@ def make_task(cfg: SpeakerConfig, num_classes: int):
         head=dict(cfg.head), num_classes=num_classes,
         front=FrontEnd(cfg.data.sample_rate, cfg.data.num_mel_bins), batch_size=cfg.train.batch_size,
         num_frames=cfg.data.num_frames, shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed,
-        margin_warmup=(cfg.margin.start_epoch, cfg.margin.fix_epoch) if cfg.margin.warmup else None)
+        margin_warmup=(cfg.margin.start_epoch, cfg.margin.fix_epoch) if cfg.margin.warmup else None,
+        pk=pk_group_size(cfg.head))
 
 
 def validate(cfg: SpeakerConfig) -> None:
@@ -96,9 +91,13 @@ def validate(cfg: SpeakerConfig) -> None:
         raise ConfigError("scale.workers must be >= 1")
     try:
         validate_loop(cfg.train)
-        make_task(cfg, num_classes=2).build_model()
+        task = make_task(cfg, num_classes=2)
+        task.build_model()
     except ValueError as exc:  # unknown encoder/head names, bad head parameters
         raise ConfigError(str(exc)) from exc
+    if task.pk is not None and cfg.train.batch_size < 2 * task.pk:
+        raise ConfigError(f"head {cfg.head['name']!r} groups K={task.pk} utterances per speaker: train.batch_size "
+                          f"must hold at least 2 speakers (>= {2 * task.pk}), got {cfg.train.batch_size}")
 
 
 def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
@@ -198,12 +197,12 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
 
 
 def comparable_heads() -> list[str]:
-    """One name per registered head class (aliases dropped), except heads that need P x K batches."""
+    """One name per registered head class (aliases dropped)."""
     from trainers.heads import HEADS
 
     names, seen = [], set()
     for name, cls in HEADS.items():
-        if cls not in seen and not getattr(cls, "needs_pk_batches", False):
+        if cls not in seen:
             seen.add(cls)
             names.append(name)
     return names
@@ -222,6 +221,8 @@ def compare_heads(cfg: SpeakerConfig, data: Optional[Path], out: Path, heads: li
         trials = sorted(report["trials"])[0]
         rows[name] = {**report["trials"][trials]["trained"], "train_time_s": report["timing_s"]["train"]}
         curves[name] = report["det_curves"][f"{trials} trained"]
+    rows["(untrained encoder)"] = {**report["trials"][trials]["untrained"], "train_time_s": 0.0}
+    curves["(untrained encoder)"] = report["det_curves"][f"{trials} untrained"]
     (out / "plots").mkdir(exist_ok=True)
     plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each")
     lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]

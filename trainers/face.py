@@ -1,0 +1,118 @@
+"""Face embedding training and extraction on face shards: backbone + head in the one loop.
+
+Shard PNGs are decoded by Ray Data's WebDataset reader and scaled to SphereFace's
+(x - 127.5) / 128, channels first, in Ray Data tasks; random horizontal flips (the usual face
+augmentation) happen in the training worker with a seeded RNG per (seed, epoch, rank). Test
+embeddings are f(x) + f(flip(x)) (with `flip=True`), by Ray Data batch inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+import trainers.face_backbones  # noqa: F401  (registers sfnet20 into ENCODERS)
+from trainers.encoders import ENCODERS, build_encoder
+from trainers.loop import cpus_leaving_one_for_data
+from trainers.speaker import SpeakerTask
+
+
+def to_model_input(batch: dict) -> dict:
+    """Ray Data `map_batches` fn: decoded shard rows -> {key, feats (N, 3, H, W) float32, label}."""
+    images = np.asarray(batch["png"], dtype=np.float32)
+    feats = np.ascontiguousarray(((images - 127.5) / 128.0).transpose(0, 3, 1, 2))
+    return {"key": np.asarray(batch["__key__"]), "feats": feats, "label": np.asarray(batch["cls"], dtype=np.int64)}
+
+
+def face_dataset(paths: list[str], shuffle_seed: int | None = None):
+    """Face shards -> Ray Dataset of {key, feats, label}; `shuffle_seed` randomizes shard order."""
+    import ray
+
+    ds = ray.data.read_webdataset(paths, override_num_blocks=len(paths))
+    if shuffle_seed is not None:
+        ds = ds.randomize_block_order(seed=shuffle_seed)
+    return ds.map_batches(to_model_input, batch_size=64, batch_format="numpy")
+
+
+@dataclasses.dataclass
+class FaceTask:
+    """The face-recognition `TrainTask` for trainers.loop (picklable)."""
+
+    backbone: str
+    backbone_args: dict
+    embed_dim: int
+    image_size: int
+    head: dict
+    num_classes: int
+    batch_size: int
+    shuffle_buffer: int = 1000
+    seed: int = 0
+    pk: int | None = None    # K: batches of batch_size // K identities x K images (Mask Proxy heads)
+
+    # Not speaker-specific: head by name on top of `build_encoder()` (a module whose forward(feats,
+    # label) returns the loss), margin growth at LR steps, P x K regrouping of a batch stream.
+    build_model = SpeakerTask.build_model
+    on_lr_step = SpeakerTask.on_lr_step
+    _pk_batches = SpeakerTask._pk_batches
+
+    def build_encoder(self) -> nn.Module:
+        if self.backbone in ENCODERS and "input_size" not in inspect.signature(ENCODERS[self.backbone]).parameters:
+            raise ValueError(f"encoder {self.backbone!r} is not an image backbone (it has no input_size); "
+                             "choose sfnet20")
+        return build_encoder(self.backbone, embed_dim=self.embed_dim, input_size=self.image_size,
+                             **self.backbone_args)
+
+    def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([self.seed, epoch, rank])
+        stream = shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=self.pk is None,
+                                    local_shuffle_buffer_size=self.shuffle_buffer,
+                                    local_shuffle_seed=int(rng.integers(2**31)))
+        if self.pk is not None:
+            stream = self._pk_batches(stream, int(rng.integers(2**31)))
+        for batch in stream:
+            x = np.asarray(batch["feats"], dtype=np.float32)
+            flip = rng.random(len(x)) < 0.5
+            x = np.where(flip[:, None, None, None], x[..., ::-1], x)
+            yield {"feats": torch.from_numpy(np.ascontiguousarray(x)),
+                   "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))}
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        return {}  # no margin warm-up: OpenSphere's face recipes train at the full margin from the start
+
+
+class EmbedImages:
+    """Ray Data UDF (actor): images -> embeddings, f(x) + f(flip(x)) when `flip`."""
+
+    def __init__(self, task: FaceTask, encoder_state: dict | None, flip: bool = True):
+        self.encoder = task.build_encoder()
+        if encoder_state is not None:
+            self.encoder.load_state_dict(encoder_state)
+        self.encoder.eval()
+        self.flip = flip
+
+    @torch.inference_mode()  # grad mode is thread-local and Ray calls UDFs from its own threads
+    def __call__(self, batch: dict) -> dict:
+        x = torch.from_numpy(np.ascontiguousarray(batch["feats"], dtype=np.float32))
+        emb = self.encoder(x)
+        if self.flip:
+            emb = emb + self.encoder(x.flip(3))
+        return {"key": batch["key"], "embedding": emb.numpy()}
+
+
+def extract_embeddings(paths: list[str], task: FaceTask, encoder_state: dict | None, concurrency: int = 1,
+                       flip: bool = True) -> dict[str, np.ndarray]:
+    """Batch inference with Ray Data: {key: embedding} for every image in the shards."""
+    import ray
+
+    concurrency = max(1, min(concurrency, len(paths)))  # one read block per shard: more actors would idle
+    ds = face_dataset(paths).map_batches(
+        EmbedImages, fn_constructor_args=(task, encoder_state, flip), batch_size=64, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_leaving_one_for_data(concurrency))
+    out = {}
+    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        out.update(zip(batch["key"].tolist(), batch["embedding"]))
+    return out
