@@ -19,8 +19,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) workflows/speaker.py --out $(OUT)
 
+# Tests that start their own Ray run after the rest, in their own process: a second Ray instance on
+# the machine is the suspected cause of a Train hang seen once (Ray auto-detects addresses machine-wide).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not own_ray"
+	$(PY) -m pytest -q -m own_ray
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py

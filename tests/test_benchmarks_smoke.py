@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["bench_shards.py", "bench_input_pipeline.py", "bench_train_overhead.py"]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.heads import HEADS, SphereFaceRHead, build_head
-from trainers.speaker import SpeakerModel
+from trainers.embedding import EmbeddingModel
 
 W_DEG = [0.0, 90.0, 215.0]          # class weight directions (class 2 scaled by 3; not antipodal
 #                                     to any x: acos is ill-conditioned in float32 at cos = −1)
@@ -422,7 +422,7 @@ def test_new_heads_registered():
         assert name in HEADS
 
 
-# ----------------------------------------------------------------------------- in SpeakerModel
+# ----------------------------------------------------------------------------- in EmbeddingModel
 
 @pytest.mark.parametrize("name, kw", [
     ("cosface", {}), ("sphereface", {}), ("sphereface_detached", {}),
@@ -438,7 +438,7 @@ def test_heads_train_inside_speaker_model(name, kw):
     centers = torch.randn(K, F_IN) * 3
     labels = torch.arange(K).repeat(16)
     feats = centers[labels] + 0.3 * torch.randn(len(labels), F_IN)
-    model = SpeakerModel(torch.nn.Linear(F_IN, D), build_head(name, D, K, **kw))
+    model = EmbeddingModel(torch.nn.Linear(F_IN, D), build_head(name, D, K, **kw))
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []
     for _ in range(40):

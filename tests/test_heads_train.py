@@ -8,7 +8,7 @@ import pytest
 from trainers.config import load_config
 from workflows.speaker import SpeakerConfig, comparable_heads, compare_heads
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 9 heads
 
 BUDGET = ["train.epochs=6", "scale.workers=2", "demo.n_train_speakers=32"]
 HEADS = comparable_heads()

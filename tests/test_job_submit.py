@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

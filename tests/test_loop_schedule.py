@@ -1,5 +1,5 @@
-"""Loop pieces that run without a cluster: LR schedules, the LR-step hook, P x K regrouping of a
-worker's stream, and the lockstep stop across real gloo processes."""
+"""Loop pieces: LR schedules, the LR-step hook, P x K regrouping of a worker's Ray Data stream, and
+the lockstep stop across real gloo processes."""
 import numpy as np
 import pytest
 import torch
@@ -40,13 +40,12 @@ def test_lr_step_grows_m_only_without_feature_normalization():
     assert task({"name": "arcface"}).on_lr_step(task({"name": "arcface"}).build_model()) == {}
 
 
-def test_pk_regrouping_of_a_shuffled_stream():
-    rng = np.random.default_rng(0)
-    labels = rng.permutation(np.repeat(np.arange(10), 5))
-    stream = [{"label": labels[i:i + 8], "feats": [np.full((30, 80), lab, np.float32) for lab in labels[i:i + 8]]}
-              for i in range(0, len(labels), 8)]
-    batches = list(task({"name": "mp", "k": 2}, pk=2)._pk_batches(iter(stream), seed=1))
-    assert batches
+def test_pk_regrouping_of_a_shuffled_stream(ray_local):
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10), 5))
+    shard = ray_local.data.from_items([{"label": int(lab), "feats": np.full((30, 80), lab, np.float32)}
+                                       for lab in labels]).iterator()
+    batches = list(task({"name": "mp", "k": 2}, pk=2).epoch_stream(shard, np.random.default_rng(1)))
+    assert len(batches) >= 4
     for b in batches:
         _, counts = np.unique(b["label"], return_counts=True)
         assert len(b["label"]) == 8 and (counts == 2).all()

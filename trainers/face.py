@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 import trainers.face_backbones  # noqa: F401  (registers sfnet20 into ENCODERS)
+from trainers.embedding import HeadTask, embed_dataset
 from trainers.encoders import ENCODERS, build_encoder
-from trainers.loop import cpus_leaving_one_for_data
-from trainers.speaker import SpeakerTask
 
 
 def to_model_input(batch: dict) -> dict:
@@ -39,7 +38,7 @@ def face_dataset(paths: list[str], shuffle_seed: int | None = None):
 
 
 @dataclasses.dataclass
-class FaceTask:
+class FaceTask(HeadTask):
     """The face-recognition `TrainTask` for trainers.loop (picklable)."""
 
     backbone: str
@@ -52,12 +51,7 @@ class FaceTask:
     shuffle_buffer: int = 1000
     seed: int = 0
     pk: int | None = None    # K: batches of batch_size // K identities x K images (Mask Proxy heads)
-
-    # Not speaker-specific: head by name on top of `build_encoder()` (a module whose forward(feats,
-    # label) returns the loss), margin growth at LR steps, P x K regrouping of a batch stream.
-    build_model = SpeakerTask.build_model
-    on_lr_step = SpeakerTask.on_lr_step
-    _pk_batches = SpeakerTask._pk_batches
+    margin_warmup = None     # OpenSphere's face recipes train at the full margin from the start
 
     def build_encoder(self) -> nn.Module:
         if self.backbone in ENCODERS and "input_size" not in inspect.signature(ENCODERS[self.backbone]).parameters:
@@ -68,20 +62,12 @@ class FaceTask:
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])
-        stream = shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=self.pk is None,
-                                    local_shuffle_buffer_size=self.shuffle_buffer,
-                                    local_shuffle_seed=int(rng.integers(2**31)))
-        if self.pk is not None:
-            stream = self._pk_batches(stream, int(rng.integers(2**31)))
-        for batch in stream:
+        for batch in self.epoch_stream(shard, rng):
             x = np.asarray(batch["feats"], dtype=np.float32)
             flip = rng.random(len(x)) < 0.5
             x = np.where(flip[:, None, None, None], x[..., ::-1], x)
             yield {"feats": torch.from_numpy(np.ascontiguousarray(x)),
                    "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))}
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        return {}  # no margin warm-up: OpenSphere's face recipes train at the full margin from the start
 
 
 class EmbedImages:
@@ -106,13 +92,5 @@ class EmbedImages:
 def extract_embeddings(paths: list[str], task: FaceTask, encoder_state: dict | None, concurrency: int = 1,
                        flip: bool = True) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every image in the shards."""
-    import ray
-
-    concurrency = max(1, min(concurrency, len(paths)))  # one read block per shard: more actors would idle
-    ds = face_dataset(paths).map_batches(
-        EmbedImages, fn_constructor_args=(task, encoder_state, flip), batch_size=64, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_leaving_one_for_data(concurrency))
-    out = {}
-    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        out.update(zip(batch["key"].tolist(), batch["embedding"]))
-    return out
+    return embed_dataset(face_dataset(paths), EmbedImages, (task, encoder_state, flip), len(paths), concurrency,
+                         batch_size=64)

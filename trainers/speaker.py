@@ -14,11 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.embedding import HeadTask, embed_dataset
 from trainers.encoders import build_encoder
 from trainers.features import crop_batch, fbank, mean_normalize
-from trainers.heads import MarginScheduler, build_head
-from trainers.loop import cpus_leaving_one_for_data
-from trainers.pk_sampler import pk_batches
 
 
 @dataclasses.dataclass
@@ -60,23 +58,8 @@ def feature_dataset(paths: list[str], front: FrontEnd, shuffle_seed: int | None 
     return ds.map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
 
 
-class SpeakerModel(nn.Module):
-    """Encoder + margin head; `forward` returns (loss, correct, n) for the training loop."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, feats: torch.Tensor, label: torch.Tensor):
-        emb = self.encoder(feats)
-        loss = self.head(emb, label)
-        with torch.no_grad():
-            correct = (self.head.logits(emb.detach()).argmax(dim=1) == label).sum()
-        return loss, correct, label.numel()
-
-
 @dataclasses.dataclass
-class SpeakerTask:
+class SpeakerTask(HeadTask):
     """The speaker-verification `TrainTask` for trainers.loop (picklable)."""
 
     encoder: str
@@ -96,45 +79,12 @@ class SpeakerTask:
         return build_encoder(self.encoder, feat_dim=self.front.num_mel_bins, embed_dim=self.embed_dim,
                              **self.encoder_args)
 
-    def build_model(self) -> nn.Module:
-        kwargs = {k: v for k, v in self.head.items() if k != "name"}
-        head = build_head(self.head["name"], self.embed_dim, self.num_classes, **kwargs)
-        model = SpeakerModel(self.build_encoder(), head)
-        model.final_margin = getattr(head, "margin", None)  # the warm-up's target, before any schedule
-        return model
-
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])
-        stream = shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=self.pk is None,
-                                    local_shuffle_buffer_size=self.shuffle_buffer,
-                                    local_shuffle_seed=int(rng.integers(2**31)))
-        if self.pk is not None:
-            stream = self._pk_batches(stream, int(rng.integers(2**31)))
-        for batch in stream:
+        for batch in self.epoch_stream(shard, rng):
             feats = crop_batch(list(batch["feats"]), self.num_frames, rng)
             yield {"feats": torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-                   "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))}
-
-    def _pk_batches(self, stream, seed: int) -> Iterator[dict]:
-        """Regroup this worker's shuffled stream into batch_size // K speakers x K utterances. Each
-        worker groups its own shard (a batch only needs K-grouping where its loss is computed); the
-        loop stops all workers at the shortest worker's step count."""
-        rows = ((label, feats) for b in stream for feats, label in zip(b["feats"], b["label"]))
-        for group in pk_batches(rows, self.batch_size // self.pk, self.pk, seed):
-            yield {"label": [label for label, _ in group], "feats": [feats for _, feats in group]}
-
-    def on_lr_step(self, model: SpeakerModel) -> dict[str, float]:
-        """At each LR milestone: heads with an LR-step rule (SphereFace-R without FN) grow m."""
-        step = getattr(model.head, "on_lr_step", None)
-        return {"head_m": float(step())} if step else {}
-
-    def on_epoch_start(self, model: SpeakerModel, epoch: int) -> dict[str, float]:
-        if self.margin_warmup is None or model.final_margin is None:
-            return {}
-        start, fix = self.margin_warmup
-        m = MarginScheduler(model.final_margin, start, fix).margin_at(epoch)
-        model.head.set_margin(m)
-        return {"margin": m}
+                   "label": torch.from_numpy(batch["label"].astype(np.int64))}
 
 
 class EmbedBatch:
@@ -159,18 +109,5 @@ class EmbedBatch:
 def extract_embeddings(paths: list[str], task: SpeakerTask, encoder_state: dict | None,
                        concurrency: int = 1) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every utterance in the shards."""
-    import ray
-
-    concurrency = max(1, min(concurrency, len(paths)))  # one read block per shard: more actors would idle
-    ds = feature_dataset(paths, task.front).map_batches(
-        EmbedBatch, fn_constructor_args=(task, encoder_state), batch_size=8, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_leaving_one_for_data(concurrency))
-    out = {}
-    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        out.update(zip(batch["key"].tolist(), batch["embedding"]))
-    return out
-
-
-def encoder_state(model_state: dict) -> dict:
-    """The encoder's weights from a SpeakerModel state dict."""
-    return {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
+    return embed_dataset(feature_dataset(paths, task.front), EmbedBatch, (task, encoder_state), len(paths),
+                         concurrency, batch_size=8)

@@ -117,3 +117,17 @@ def guarded(fn) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def manifest_summary(manifests: dict, digests: dict) -> dict:
+    """Per split: what metrics.json records of its shard set."""
+    return {s: {"sha256": digests[s], "num_samples": m["num_samples"], "shards": len(m["shards"]),
+                "skipped": len(m["skipped"])} for s, m in manifests.items()}
+
+
+def write_report(out: Path, report: dict, table: str, plots: Path, log=print) -> None:
+    """metrics.json, results.md (the table), and the closing lines with where to look."""
+    write_json(out / "metrics.json", report)
+    (out / "results.md").write_text(table + "\n")
+    log("\n" + table)
+    log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")

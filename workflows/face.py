@@ -127,7 +127,7 @@ def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
     from trainers.face import extract_embeddings, face_dataset
     from trainers.face_metrics import verification_accuracy_10fold
     from trainers.plots import plot_det, plot_training_curves
-    from trainers.speaker import encoder_state
+    from trainers.embedding import encoder_state
 
     validate(cfg)
     root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
@@ -185,18 +185,14 @@ def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
         "config": to_dict(cfg),
         "data": str(root),
         "versions": common.versions(),
-        "manifests": {s: {"sha256": digests[s], "num_samples": m["num_samples"], "shards": len(m["shards"]),
-                          "skipped": len(m["skipped"])} for s, m in manifests.items()},
+        "manifests": common.manifest_summary(manifests, digests),
         "verification": results,
         "history": history,
         "timing_s": {"shards": shard_time, "train": train_time, "eval": eval_time},
         "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
     }
-    common.write_json(out / "metrics.json", report)
     table = results_table(cfg.data.pairs, results)
-    (out / "results.md").write_text(table + "\n")
-    log("\n" + table)
-    log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")
+    common.write_report(out, report, table, plots, log)
     return {**report, "det_curves": curves}
 
 

@@ -121,7 +121,8 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
     from datasets.voxceleb import find_layout
     from trainers import metrics as M
     from trainers.plots import plot_det, plot_training_curves
-    from trainers.speaker import encoder_state, extract_embeddings, feature_dataset
+    from trainers.embedding import encoder_state
+    from trainers.speaker import extract_embeddings, feature_dataset
 
     validate(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,18 +182,14 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
         "config": to_dict(cfg),
         "data": str(root),
         "versions": common.versions(),
-        "manifests": {s: {"sha256": digests[s], "num_samples": m["num_samples"], "shards": len(m["shards"]),
-                          "skipped": len(m["skipped"])} for s, m in manifests.items()},
+        "manifests": common.manifest_summary(manifests, digests),
         "trials": results,
         "history": history,
         "timing_s": {"shards": shard_time, "train": train_time, "eval": eval_time},
         "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
     }
-    common.write_json(out / "metrics.json", report)
     table = results_table(results)
-    (out / "results.md").write_text(table + "\n")
-    log("\n" + table)
-    log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")
+    common.write_report(out, report, table, plots, log)
     return {**report, "det_curves": curves}
 
 

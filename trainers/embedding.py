@@ -1,0 +1,90 @@
+"""What the embedding workflows (speakers, faces) share: encoder + head as one model, the head-driven
+parts of a `TrainTask` (model, P x K batches, margin schedules), and embedding extraction by Ray Data
+batch inference."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.heads import MarginScheduler, build_head
+from trainers.loop import cpus_leaving_one_for_data
+from trainers.pk_sampler import pk_batches
+
+
+class EmbeddingModel(nn.Module):
+    """Encoder + head; `forward` returns (loss, correct, n) for the training loop."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, feats: torch.Tensor, label: torch.Tensor):
+        emb = self.encoder(feats)
+        loss = self.head(emb, label)
+        with torch.no_grad():
+            correct = (self.head.logits(emb.detach()).argmax(dim=1) == label).sum()
+        return loss, correct, label.numel()
+
+
+class HeadTask:
+    """Mixin for a TrainTask dataclass with fields `head` (config dict with "name"), `embed_dim`,
+    `num_classes`, `batch_size`, `shuffle_buffer`, `seed`, `pk` (K for P x K heads, else None),
+    `margin_warmup` ((start, fix) epochs or None) and a `build_encoder()` method."""
+
+    def build_model(self) -> nn.Module:
+        kwargs = {k: v for k, v in self.head.items() if k != "name"}
+        head = build_head(self.head["name"], self.embed_dim, self.num_classes, **kwargs)
+        model = EmbeddingModel(self.build_encoder(), head)
+        model.final_margin = getattr(head, "margin", None)  # the warm-up's target, before any schedule
+        return model
+
+    def epoch_stream(self, shard, rng: np.random.Generator) -> Iterator[dict]:
+        """This worker's shuffled numpy batches for one epoch; regrouped into batch_size // K classes x K
+        samples for P x K heads. Each worker groups its own shard (a batch only needs K-grouping where
+        its loss is computed); the loop stops all workers at the shortest worker's step count."""
+        stream = shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=self.pk is None,
+                                    local_shuffle_buffer_size=self.shuffle_buffer,
+                                    local_shuffle_seed=int(rng.integers(2**31)))
+        if self.pk is None:
+            yield from stream
+            return
+        rows = ((label, feats) for b in stream for feats, label in zip(b["feats"], b["label"]))
+        for group in pk_batches(rows, self.batch_size // self.pk, self.pk, int(rng.integers(2**31))):
+            yield {"label": np.array([label for label, _ in group]), "feats": [feats for _, feats in group]}
+
+    def on_epoch_start(self, model: EmbeddingModel, epoch: int) -> dict[str, float]:
+        if self.margin_warmup is None or model.final_margin is None:
+            return {}
+        start, fix = self.margin_warmup
+        m = MarginScheduler(model.final_margin, start, fix).margin_at(epoch)
+        model.head.set_margin(m)
+        return {"margin": m}
+
+    def on_lr_step(self, model: EmbeddingModel) -> dict[str, float]:
+        """At each LR milestone: heads with an LR-step rule (SphereFace-R without FN) grow m."""
+        step = getattr(model.head, "on_lr_step", None)
+        return {"head_m": float(step())} if step else {}
+
+
+def encoder_state(model_state: dict) -> dict:
+    """The encoder's weights from an EmbeddingModel state dict."""
+    return {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
+
+
+def embed_dataset(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int
+                  ) -> dict[str, np.ndarray]:
+    """Run an embedding actor class over a dataset of {key, ...}: {key: embedding}. The actors leave a CPU
+    free for the read tasks (or a small cluster deadlocks); more actors than read blocks would idle."""
+    import ray
+
+    concurrency = max(1, min(concurrency, num_blocks))
+    ds = ds.map_batches(udf, fn_constructor_args=udf_args, batch_size=batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=concurrency),
+                        num_cpus=cpus_leaving_one_for_data(concurrency))
+    out = {}
+    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        out.update(zip(batch["key"].tolist(), batch["embedding"]))
+    return out
