@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench compare-heads clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not own_ray"
 	$(PY) -m pytest -q -m own_ray
+
+compare-heads: $(STAMP)
+	$(PY) workflows/speaker.py --compare-heads --out runs/compare-heads
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py

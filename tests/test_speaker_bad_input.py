@@ -68,7 +68,7 @@ def test_trial_naming_missing_file(tmp_path, capsys):
     (["--head", "sphereface", "--set", "head.m=0"], "sphereface m must be"),
     (["--head", "spherefacer", "--set", "head.magnitude=v9"], "magnitude"),
     (["--head", "mp", "--set", "head.k=1"], "K >= 2"),
-    (["--head", "mmp", "--set", "head.k=4", "--set", "train.batch_size=6"], "at least 2 speakers"),
+    (["--head", "mmp", "--set", "head.k=4", "--set", "train.batch_size=6"], "at least 2 classes"),
     (["--set", "train.lr_milestones=[0]"], "lr_milestones"),
 ])
 def test_bad_names_fail_before_data(tmp_path, capsys, args, message):

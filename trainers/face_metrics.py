@@ -20,7 +20,7 @@ from trainers.metrics import _check_trials, eer
 
 def best_threshold(scores, labels) -> tuple[float, float]:
     """(threshold, accuracy): the lowest threshold maximizing accuracy of `score >= threshold`."""
-    s, y = _check_any_trials(scores, labels)
+    s, y = _check_trials(scores, labels, both_classes=False)
     order = np.argsort(s, kind="stable")
     s, y = s[order], y[order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
@@ -36,22 +36,6 @@ def best_threshold(scores, labels) -> tuple[float, float]:
     else:
         t = float((values[j - 1] + values[j]) / 2)
     return t, float(correct[j] / s.size)
-
-
-def _check_any_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Like metrics._check_trials, but one class alone is allowed (accuracy is still defined)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    raw = np.asarray(labels).ravel()
-    if s.size == 0:
-        raise ValueError("no pairs: scores is empty")
-    if s.size != raw.size:
-        raise ValueError(f"length mismatch: {s.size} scores but {raw.size} labels")
-    if not np.isfinite(s).all():
-        raise ValueError(f"{int((~np.isfinite(s)).sum())} scores are NaN or infinite")
-    bad = ~((raw == 0) | (raw == 1))
-    if bad.any():
-        raise ValueError(f"labels must be 0/1 (or bool); found e.g. {raw[bad][0]!r}")
-    return s, (raw == 1).astype(np.int8)
 
 
 def verification_accuracy_10fold(scores, labels, folds) -> dict:

@@ -40,8 +40,9 @@ class MissingEmbeddingError(ValueError, KeyError):
         return str(self.args[0])
 
 
-def _check_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and return (float64 scores, int8 labels in {0, 1})."""
+def _check_trials(scores, labels, both_classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return (float64 scores, int8 labels in {0, 1}); `both_classes=False` allows trials
+    of one class only (accuracy is still defined, error rates are not)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     raw = np.asarray(labels).ravel()
     if s.size == 0:
@@ -58,6 +59,8 @@ def _check_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels must be 0/1 (or bool); found e.g. {raw[bad][0]!r}")
     y = (raw == 1).astype(np.int8)
     n_tgt = int(y.sum())
+    if not both_classes:
+        return s, y
     if n_tgt == 0:
         raise ValueError("no target trials (label 1): FNR is undefined")
     if n_tgt == y.size:

@@ -131,3 +131,23 @@ def write_report(out: Path, report: dict, table: str, plots: Path, log=print) ->
     (out / "results.md").write_text(table + "\n")
     log("\n" + table)
     log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")
+
+
+def validate_task_config(cfg, make_task, unit: str = "samples per class") -> None:
+    """Fail on bad names and parameters before any data is read: build the model once on 2 classes."""
+    from trainers.config import ConfigError
+    from trainers.loop import validate as validate_loop
+
+    if "name" not in cfg.head:
+        raise ConfigError("config key 'head.name' is required (e.g. --head arcface)")
+    if cfg.scale.workers < 1:
+        raise ConfigError("scale.workers must be >= 1")
+    try:
+        validate_loop(cfg.train)
+        task = make_task(cfg, num_classes=2)
+        task.build_model()
+    except ValueError as exc:  # unknown encoder/head names, bad head or model parameters
+        raise ConfigError(str(exc)) from exc
+    if task.pk is not None and cfg.train.batch_size < 2 * task.pk:
+        raise ConfigError(f"head {cfg.head['name']!r} groups K={task.pk} {unit}: train.batch_size must hold at "
+                          f"least 2 classes (>= {2 * task.pk}), got {cfg.train.batch_size}")

@@ -85,21 +85,7 @@ def make_task(cfg: FaceConfig, num_classes: int):
 
 def validate(cfg: FaceConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
-    from trainers.loop import validate as validate_loop
-
-    if "name" not in cfg.head:
-        raise ConfigError("config key 'head.name' is required (e.g. --head sphereface2)")
-    if cfg.scale.workers < 1:
-        raise ConfigError("scale.workers must be >= 1")
-    try:
-        validate_loop(cfg.train)
-        task = make_task(cfg, num_classes=2)
-        task.build_model()
-    except ValueError as exc:  # unknown backbone/head names, bad parameters (image_size < 16, ...)
-        raise ConfigError(str(exc)) from exc
-    if task.pk is not None and cfg.train.batch_size < 2 * task.pk:
-        raise ConfigError(f"head {cfg.head['name']!r} groups K={task.pk} images per identity: train.batch_size "
-                          f"must hold at least 2 identities (>= {2 * task.pk}), got {cfg.train.batch_size}")
+    common.validate_task_config(cfg, make_task, "images per identity")
 
 
 def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:

@@ -83,21 +83,7 @@ def make_task(cfg: SpeakerConfig, num_classes: int):
 
 def validate(cfg: SpeakerConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
-    from trainers.loop import validate as validate_loop
-
-    if "name" not in cfg.head:
-        raise ConfigError("config key 'head.name' is required (e.g. --head arcface)")
-    if cfg.scale.workers < 1:
-        raise ConfigError("scale.workers must be >= 1")
-    try:
-        validate_loop(cfg.train)
-        task = make_task(cfg, num_classes=2)
-        task.build_model()
-    except ValueError as exc:  # unknown encoder/head names, bad head parameters
-        raise ConfigError(str(exc)) from exc
-    if task.pk is not None and cfg.train.batch_size < 2 * task.pk:
-        raise ConfigError(f"head {cfg.head['name']!r} groups K={task.pk} utterances per speaker: train.batch_size "
-                          f"must hold at least 2 speakers (>= {2 * task.pk}), got {cfg.train.batch_size}")
+    common.validate_task_config(cfg, make_task, "utterances per speaker")
 
 
 def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
