@@ -133,6 +133,15 @@ class CosineMarginHead(HypersphereHead):
         """ψ(cos θ_y) for the target column, shape (B, 1)."""
         raise NotImplementedError
 
+    @property
+    def margin(self) -> float:
+        """The margin m of heads that define `set_margin` (what a MarginScheduler warms up)."""
+        return self._m
+
+    @margin.setter
+    def margin(self, m: float) -> None:
+        self.set_margin(m)
+
     def logits(self, x, y=None):
         cos = self.cosine(x)
         if y is None:
@@ -163,14 +172,6 @@ class ArcFaceHead(CosineMarginHead):
         self._cos_m, self._sin_m = math.cos(self._m), math.sin(self._m)
         self._th = math.cos(math.pi - self._m)  # cos θ below this means θ > π − m
         self._mmm = 1.0 + math.cos(math.pi - self._m)
-
-    @property
-    def margin(self) -> float:
-        return self._m
-
-    @margin.setter
-    def margin(self, m: float) -> None:
-        self.set_margin(m)
 
     def target_logit(self, cos_y):
         # clamp keeps sqrt's gradient finite at cos = ±1 (value error ≤ 1e-6).
@@ -284,14 +285,6 @@ class CosFaceHead(CosineMarginHead):
 
     def set_margin(self, m: float) -> None:
         self._m = _number("cosface margin m", m, 0.0, 2.0)
-
-    @property
-    def margin(self) -> float:
-        return self._m
-
-    @margin.setter
-    def margin(self, m: float) -> None:
-        self.set_margin(m)
 
     def target_logit(self, cos_y):
         return cos_y - self._m
