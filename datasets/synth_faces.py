@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from datasets.faces import FacePair, lfw_key, write_lfw_pairs
+from datasets.generated import already_generated, mark_complete, refuse_strays, write_atomic
 
-MARKER = ".complete"
 FORMAT_VERSION = 1  # bump when the generated images change, so old markers stop matching
 SUPERSAMPLE = 2     # draw at 2x and downsample: anti-aliased edges
 
@@ -99,13 +97,6 @@ def _draw(ident: dict, rng: np.random.Generator, size: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def lfw_name(j: int) -> str:
     """LFW-style person name of test identity j (letters and underscores, no dots)."""
     return f"Synth_Person{j + 1:04d}"
@@ -143,17 +134,8 @@ def generate_face_corpus(root, *, n_train_ids: int = 40, n_test_ids: int = 10, i
     if n_test_ids < 2 * n_folds:
         raise ValueError(f"need >= 2 test identities per fold for different-person pairs: "
                          f"n_test_ids={n_test_ids} < 2 * n_folds={2 * n_folds}")
-    marker = root / MARKER
-    if marker.is_file():
-        try:
-            old = json.loads(marker.read_text())
-        except ValueError:  # torn/edited marker: regenerate (the stray-file check still guards)
-            old = params
-        if old == params and (root / "pairs.txt").is_file():
-            return root
-        if old != params:
-            raise ValueError(f"{root} holds a synthetic face corpus made with other parameters ({old}): "
-                             "delete it or choose another output folder")
+    if already_generated(root, params, "pairs.txt", "synthetic face corpus"):
+        return root
 
     # pairs first: an infeasible pairs_per_fold fails before anything is written
     pairs = _make_pairs(n_test_ids, images_per_id, n_folds, pairs_per_fold, np.random.default_rng([seed, 1 << 20]))
@@ -168,12 +150,9 @@ def generate_face_corpus(root, *, n_train_ids: int = 40, n_test_ids: int = 10, i
             else:
                 name = lfw_name(i - n_train_ids)
                 path = root / "lfw" / name / f"{name}_{k + 1:04d}.png"
-            _write_atomic(path, png)
+            write_atomic(path, png)
             written.add(path)
-    stray = sorted(p for sub in ("train", "lfw") for p in (root / sub).rglob("*") if p.is_file() and p not in written)
-    if stray:
-        raise ValueError(f"{root} already holds files this generator did not write (e.g. {stray[0]}): "
-                         "delete it or choose another output folder")
+    refuse_strays(root, (p for sub in ("train", "lfw") for p in (root / sub).rglob("*") if p.is_file()), written)
     write_lfw_pairs(root / "pairs.txt", pairs, n_folds, pairs_per_fold)
-    _write_atomic(marker, (json.dumps(params, sort_keys=True) + "\n").encode())
+    mark_complete(root, params)
     return root

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
 import sys
 import time
 from functools import lru_cache
@@ -31,9 +29,9 @@ import numpy as np
 from scipy import signal
 
 from datasets.audio import encode_wav
+from datasets.generated import already_generated, mark_complete, refuse_strays, write_atomic
 from datasets.voxceleb import Trial, write_trials
 
-MARKER = ".complete"
 TRIALS_FILE = "veri_test2.txt"
 FORMAT_VERSION = 1  # bump when the generated audio changes, so old markers stop matching
 
@@ -230,17 +228,8 @@ def generate_corpus(root, *, n_train_speakers: int = 24, n_test_speakers: int = 
     if not 0 < min_dur <= max_dur or sample_rate < 8000 or seed < 0:
         raise ValueError("need 0 < min_dur <= max_dur, sample_rate >= 8000 and seed >= 0")
 
-    marker = root / MARKER
-    if marker.is_file():
-        try:
-            old = json.loads(marker.read_text())
-        except ValueError:  # torn/edited marker: regenerate (the stray-file check still guards)
-            old = params
-        if old == params and (root / TRIALS_FILE).is_file():
-            return root
-        if old != params:
-            raise ValueError(f"{root} holds a synthetic corpus made with other parameters ({old}): "
-                             "delete it or choose another output folder")
+    if already_generated(root, params, TRIALS_FILE, "synthetic corpus"):
+        return root
 
     n_spk = n_train_speakers + n_test_speakers
     wav_dir = root / "wav"
@@ -261,17 +250,14 @@ def generate_corpus(root, *, n_train_speakers: int = 24, n_test_speakers: int = 
                 x = _utterance(spk, ses, rng, sample_rate, rng.uniform(min_dur, max_dur))
                 rel = f"{spk_id}/{ses['yt']}/{k + 1:05d}"
                 path = wav_dir / f"{rel}.wav"
-                _write_atomic(path, encode_wav(x, sample_rate))
+                write_atomic(path, encode_wav(x, sample_rate))
                 written.append(path)
                 if i >= n_train_speakers:
                     test_utts.setdefault(spk_id, []).append((j, rel))
 
-    stray = sorted(set(wav_dir.rglob("*.wav")) - set(written))
-    if stray:
-        raise ValueError(f"{root} already holds files this generator did not write (e.g. {stray[0]}): "
-                         "delete it or choose another output folder")
+    refuse_strays(root, wav_dir.rglob("*.wav"), written)
     write_trials(root / TRIALS_FILE, _make_trials(test_utts, np.random.default_rng([seed, 1 << 20])))
-    _write_atomic(marker, (json.dumps(params, sort_keys=True) + "\n").encode())
+    mark_complete(root, params)
     return root
 
 
@@ -293,13 +279,6 @@ def _make_trials(test_utts: dict[str, list[tuple[int, str]]], rng: np.random.Gen
     trials = [Trial(1, a, b) for a, b in targets] + [Trial(0, a, b) for a, b in sorted(nontargets)]
     order = rng.permutation(len(trials))
     return [trials[i] for i in order]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ from PIL import Image
 from datasets.faces import (FaceImage, FacePair, build_face_shards, decode_face, find_face_layout,
                             find_identity_folders, lfw_key, pair_images, read_lfw_pairs)
 from datasets.shards import ShardError, shard_paths
-from datasets.synth_faces import MARKER, generate_face_corpus
+from datasets.generated import MARKER
+from datasets.synth_faces import generate_face_corpus
 from datasets.voxceleb import LayoutError
 from trainers.face_metrics import best_threshold, verification_accuracy_10fold
 
