@@ -2,11 +2,11 @@
 
 All heads live in one process and are timed alternating (head A, head B, ..., then again), so
 drifts in CPU clock or load hit every head alike; the median over repetitions is reported.
-Memory: torch.profiler's CPU memory events (allocations minus frees, attributed to the op that
-made them, ordered by op start) accumulated over one forward+backward with the gradients reset
-to None first — the peak of that running total, i.e. activations + temporaries + gradients
-(parameters and the input excluded). It resolves to op granularity: a lower bound on the true
-peak, comparable across heads.
+Memory: each head in a fresh child process whose glibc malloc serves every block over 64 KiB with
+its own mmap (MALLOC_MMAP_THRESHOLD_), so resident memory follows live tensors exactly; after
+warm-up, with the gradients reset to None, the kernel's peak-RSS mark is reset
+(/proc/self/clear_refs) and the peak of one forward+backward above the resident memory before it
+is reported: activations + temporaries + gradients (parameters and the input excluded). Linux only.
 
 Labels are P x K grouped (K=2) for every head, as the Mask Proxy heads need them.
 
@@ -15,7 +15,10 @@ Labels are P x K grouped (K=2) for every head, as the Mask Proxy heads need them
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from trainers.heads import build_head  # noqa: E402
 
@@ -58,18 +60,41 @@ def step(head, x, y):
     head(x, y).backward()
 
 
+def _status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status (this measure needs Linux)")
+
+
 def peak_bytes(head, x, y) -> int:
-    step(head, x, y)  # warm
+    """Peak resident bytes of one forward+backward above the resident bytes before it (exact only
+    under MALLOC_MMAP_THRESHOLD_, as the child processes of `main` run)."""
+    for _ in range(3):  # warm: thread pools, lazily built kernels
+        step(head, x, y)
     head.zero_grad(set_to_none=True)
     x.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        head(x, y).backward()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    cur = peak = 0
-    for e in events:
-        cur += e.self_cpu_memory_usage
-        peak = max(peak, cur)
-    return peak
+    gc.collect()
+    before = _status_bytes("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
+    head(x, y).backward()
+    return _status_bytes("VmHWM:") - before
+
+
+def inputs(args):
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.batch, args.dim, requires_grad=True)
+    y = torch.randperm(args.classes)[:args.batch // 2].repeat_interleave(2)  # P speakers x K=2
+    return x, y
+
+
+def child_peak(args, i: int) -> int:
+    """Run `--peak-of i` in a fresh process with every large block mmap'd; returns its bytes."""
+    cmd = [sys.executable, __file__, "--peak-of", str(i), "--classes", str(args.classes),
+           "--dim", str(args.dim), "--batch", str(args.batch), "--seed", str(args.seed)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1])
 
 
 def main():
@@ -80,14 +105,18 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 600 classes, 3 repetitions")
+    ap.add_argument("--peak-of", type=int, help=argparse.SUPPRESS)  # child: one head's memory
     args = ap.parse_args()
     if args.quick:
         args.classes, args.reps = 600, 3
+    if args.peak_of is not None:
+        x, y = inputs(args)
+        name, kw = HEADS[args.peak_of]
+        print(peak_bytes(build_head(name, args.dim, args.classes, **kw), x, y))
+        return
 
-    torch.manual_seed(args.seed)
+    x, y = inputs(args)
     heads = [(label(n, kw), build_head(n, args.dim, args.classes, **kw)) for n, kw in HEADS]
-    x = torch.randn(args.batch, args.dim, requires_grad=True)
-    y = torch.randperm(args.classes)[:args.batch // 2].repeat_interleave(2)  # P speakers x K=2
 
     for _, head in heads:  # warm-up
         for _ in range(3):
@@ -98,7 +127,7 @@ def main():
             t0 = time.perf_counter()
             step(head, x, y)
             times[name].append(time.perf_counter() - t0)
-    mem = {name: peak_bytes(head, x, y) for name, head in heads}
+    mem = {name: child_peak(args, i) for i, (name, _) in enumerate(heads)}
 
     base_t = statistics.median(times["softmax"])
     base_m = mem["softmax"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.heads import (HEADS, ArcFaceHead, Head, MarginScheduler, build_head,
-                            register_head)
+                            cosine_matrix, register_head)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -39,6 +39,24 @@ def _expected_arcface(angles_deg, s, m):
         rows.append([s * target, s * math.cos(math.radians(a - 90)),
                      s * math.cos(math.radians(a - 200))])
     return torch.tensor(rows)
+
+
+@pytest.mark.parametrize("unit_x", [True, False])
+def test_cosine_matrix_value_and_gradients(unit_x):
+    """The memory-saving autograd function equals autograd through F.normalize, value and both
+    gradients (gradcheck in float64 against finite differences, too)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: cosine_matrix(a, b, unit_x), (x, w))
+    upstream = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    ref = (F.normalize(x, dim=1) if unit_x else x) @ F.normalize(w, dim=1).t()
+    ref_gx, ref_gw = torch.autograd.grad((ref * upstream).sum(), (x, w))
+    out = cosine_matrix(x, w, unit_x)
+    gx, gw = torch.autograd.grad((out * upstream).sum(), (x, w))
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx, ref_gx)
+    torch.testing.assert_close(gw, ref_gw)
 
 
 @pytest.mark.parametrize("device", DEVICES)

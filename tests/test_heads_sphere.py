@@ -238,6 +238,19 @@ def _sf2_margined(theta_row, mtype, m, t):
     return [pos] + neg
 
 
+def _sf2_margined_torch(cos, y, mtype, m, t):
+    """The margined g of a (B, K) cosine tensor with plain differentiable ops."""
+    def g(v):
+        return 2 * ((v.clamp(-1, 1) + 1) / 2) ** t - 1
+    onehot = F.one_hot(y, cos.shape[1]).bool()
+    if mtype == "C":
+        return g(cos) + m - 2 * m * onehot
+    th = torch.acos(cos.gather(1, y[:, None]).clamp(-1, 1))
+    cm = torch.cos((th + m).clamp(max=math.pi)) if mtype == "A" else \
+        torch.cos((m * th).clamp(1e-5, math.pi))
+    return torch.where(onehot, g(cm), g(cos))
+
+
 def _sf2_init_logits(mtype, lam, r, m, t, K):
     """(a_y, a_i): margined target / non-target logits without b when every cos θ = 0."""
     g0 = _g(0.0, t)
@@ -328,6 +341,12 @@ def test_sphereface2_detached_gradient_is_cosine_path(mtype):
     F.binary_cross_entropy_with_logits(z, onehot, weight=w).backward()
     torch.testing.assert_close(x1.grad, x3.grad, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(x1.grad, x2.grad, atol=1e-6)
+    # detach=False: the gradient of the margined g itself, by plain autograd (float64)
+    x4 = x.double().requires_grad_()
+    c4 = F.normalize(x4, dim=1) @ F.normalize(det.weight.detach().double(), dim=1).T
+    z4 = det.r * _sf2_margined_torch(c4, y, mtype, det.m, 3.0) + det.bias.detach().double()
+    F.binary_cross_entropy_with_logits(z4, onehot.double(), weight=w.double()).backward()
+    torch.testing.assert_close(x2.grad, x4.grad.float(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("mtype, K, lam", [("C", 10, 0.7), ("C", 1000, 0.7), ("A", 50, 0.6),

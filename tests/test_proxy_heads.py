@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from trainers.heads import HEADS, build_head
 from trainers.pk_sampler import pk_batches
-from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead
+from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead, scaled_cross_entropy
 
 
 def _f(t):
@@ -271,3 +271,29 @@ def test_pk_batches_validates_arguments():
         list(pk_batches([], P=0, K=2, seed=0))
     with pytest.raises(ValueError, match="K must be"):
         list(pk_batches([], P=2, K=True, seed=0))
+
+
+def test_scaled_cross_entropy_equals_autograd_cross_entropy():
+    g = torch.Generator().manual_seed(3)
+    cos = torch.rand(7, 11, generator=g, dtype=torch.float64).mul(2).sub(1).requires_grad_()
+    s = torch.tensor(9.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(-4.0, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 11, (7,), generator=g)
+    assert torch.autograd.gradcheck(lambda c, s_, b_: scaled_cross_entropy(c, s_, b_, y),
+                                    (cos, s, b))
+    want = F.cross_entropy(s * cos + b, y)
+    got = scaled_cross_entropy(cos, s, b, y)
+    torch.testing.assert_close(got, want)
+    for a, w in zip(torch.autograd.grad(got, (cos, s, b)), torch.autograd.grad(want, (cos, s, b))):
+        torch.testing.assert_close(a, w)
+
+
+def test_centroid_cosines_equal_direct_cosines_in_any_batch_order():
+    x, y = _pk(P=3, K=4, D=5, C=7)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
+    x, y = x[perm], y[perm]
+    head = build_head("mask_proxy", 5, 7, k=4)
+    e, classes, inverse, c, _ = head._parts(x, y)
+    got = head.centroid_cosines(head.proxy_cosines(e), inverse, c)
+    want = F.normalize(c, dim=1) @ F.normalize(head.weight, dim=1).t()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -89,12 +89,60 @@ class SoftmaxHead(Head):
         return f"embed_dim={self.embed_dim}, num_classes={self.num_classes}"
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (N, D) matrices without an (N, D) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+class _CosineMatrix(torch.autograd.Function):
+    """out[b, j] = <x̂_b, ŵ_j> (unit_x) or <x_b, ŵ_j> = ‖x_b‖ cos θ_bj, saving only x, W and the
+    inverse norms.
+
+    Autograd through F.normalize keeps a normalized copy of W and builds W's gradient from two
+    K×D tensors; here it is one, built in place: ∂L/∂w_j = (M_j − c_j ŵ_j)/‖w_j‖ with
+    M = Gᵀx̂ and c_j = Σ_b G_bj cos_bj = ŵ_j·M_j, so not even the (B, K) output is saved."""
+
+    @staticmethod
+    def forward(ctx, x, w, unit_x):
+        inv_x = torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12).reciprocal() if unit_x else None
+        inv_w = torch.linalg.vector_norm(w, dim=1).clamp_min(1e-12).reciprocal()
+        ctx.save_for_backward(x, w, inv_x, inv_w)
+        return torch.mm(x * inv_x[:, None] if unit_x else x, w.t()).mul_(inv_w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, inv_x, inv_w = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:  # first: its (B, K) temporary is freed before W's gradient
+            gx = torch.mm(g * inv_w, w)
+            if inv_x is not None:
+                c = _rowdot(x, gx) * inv_x * inv_x
+                gx.addcmul_(x, -c[:, None]).mul_(inv_x[:, None])
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(g.t(), x if inv_x is None else x * inv_x[:, None])
+            c = _rowdot(w, gw) * inv_w * inv_w
+            gw.addcmul_(w, -c[:, None]).mul_(inv_w[:, None])
+        return gx, gw, None
+
+
+def cosine_matrix(x: torch.Tensor, w: torch.Tensor, unit_x: bool = True) -> torch.Tensor:
+    """(B, K) cosines between the rows of x (B, D) and of w (K, D); with unit_x=False each row
+    is scaled by ‖x_b‖ (SphereFace's un-normalized features). See `_CosineMatrix`."""
+    return _CosineMatrix.apply(x, w, unit_x)
+
+
+def _target(cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """cos[b, y_b] as (B, 1). Indexing keeps only the index for backward (gather would keep the
+    whole (B, K) `cos` alive until the backward pass)."""
+    rows = torch.arange(cos.shape[0], device=cos.device)
+    return cos[rows, idx.view(-1)].unsqueeze(1)
+
+
 class HypersphereHead(Head):
     """Class weights w_j (K, D) and cos θ_j = <x/‖x‖, w_j/‖w_j‖>, computed in float32 even under
     autocast: fp16 cosines near ±1 would make θ, sin θ and the margins noisy.
 
-    `cosine` is x̂·W^T scaled per column by 1/‖w_j‖ (W itself is not normalized: that would be
-    two more passes over the K×D matrix forward and backward) and is not clamped (a clamp is a
+    `cosine` (`cosine_matrix`: W is never normalized into a copy) is not clamped (a clamp is a
     B×K pass plus a mask in backward). Rounding can put it ~1e-7 outside [−1, 1]: every margin
     that takes acos, sqrt(1 − cos²) or a fractional power clamps its own input first."""
 
@@ -105,9 +153,13 @@ class HypersphereHead(Head):
 
     def cosine(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            w = self.weight.float()
-            inv_norm = torch.linalg.vector_norm(w, dim=1).clamp_min(1e-12).reciprocal()
-            return F.linear(F.normalize(x.float(), dim=1), w) * inv_norm
+            return cosine_matrix(x.float(), self.weight.float())
+
+    def norm_cosine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(‖x‖·cos θ as x·ŵ (B, K), ‖x‖ (B, 1)): the product ‖x‖·cos θ would keep cos θ alive for
+        ‖x‖'s gradient; x·ŵ is the same function of x and W without it."""
+        with torch.autocast(x.device.type, enabled=False):
+            return cosine_matrix(x.float(), self.weight.float(), unit_x=False), self.feature_norm(x)
 
     @staticmethod
     def feature_norm(x: torch.Tensor) -> torch.Tensor:
@@ -147,10 +199,9 @@ class CosineMarginHead(HypersphereHead):
         if y is None:
             return self.s * cos
         idx = y.view(-1, 1).long()
-        cos_y = cos.gather(1, idx).clamp(-1.0, 1.0)
+        cos_y = _target(cos, idx).clamp(-1.0, 1.0)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_margin):
             d_theta = self.target_logit(cos_y) - cos_y
-        # `cos` itself is saved by gather's backward: scale out of place, then add in place
         return (cos * self.s).scatter_add_(1, idx, self.s * d_theta)
 
 
@@ -336,13 +387,13 @@ class SphereFaceHead(HypersphereHead):
         return sign * _chebyshev(cos_y, self.m) - 2.0 * k
 
     def logits(self, x, y=None):
-        cos, norm = self.cosine(x), self.feature_norm(x)
+        xw, norm = self.norm_cosine(x)
         if y is None:
-            return norm * cos
+            return xw
         idx = y.view(-1, 1).long()
-        cos_y = cos.gather(1, idx).clamp(-1.0, 1.0)
+        cos_y = (_target(xw, idx) / norm).clamp(-1.0, 1.0)
         d = (self.psi(cos_y) - cos_y) / (1.0 + self.lamb)  # (λ cos + ψ)/(1 + λ) − cos
-        return (norm * cos).scatter_add_(1, idx, norm * d)
+        return xw.scatter_add_(1, idx, norm * d)
 
     def forward(self, x, y):
         if self.training:
@@ -404,13 +455,14 @@ class SphereFaceRHead(HypersphereHead):
         return self.m
 
     def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """d_θ: (B, 1) for the target column (v0, v1) or (B, K) with 0 on the target (v2)."""
+        """d_θ: for v2, (B, K) from all cosines with 0 on the target column `idx`; for v0 and v1,
+        (B, 1) from the target cosines `cos` (B, 1)."""
         m = self.m
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cgd):
             if self.magnitude == "v2":  # non-targets only
                 d = (torch.cos(_acos(cos) / m) - cos).scatter(1, idx, 0.0)
             else:
-                cos_y = cos.gather(1, idx)
+                cos_y = cos
                 m_theta = m * _acos(cos_y)
                 if self.magnitude == "v0":
                     k, sign = _sign_k(m_theta)
@@ -424,11 +476,18 @@ class SphereFaceRHead(HypersphereHead):
         return self.s if self.fn == "hfn" else self.feature_norm(x)
 
     def logits(self, x, y=None):
+        idx = None if y is None else y.view(-1, 1).long()
+        if self.fn != "hfn" and (y is None or self.magnitude != "v2"):  # ‖x‖ scale, target margin
+            xw, norm = self.norm_cosine(x)
+            if y is None:
+                return xw
+            d = self.margin_term(_target(xw, idx) / norm, idx)
+            return xw.scatter_add_(1, idx, norm * d)
         cos, scale = self.cosine(x), self._scale(x)
         if y is None:
             return scale * cos
-        idx = y.view(-1, 1).long()
-        d = self.margin_term(cos, idx)  # added outside any no_grad: cos keeps its gradient
+        d = self.margin_term(cos if self.magnitude == "v2" else _target(cos, idx), idx)
+        # added outside any no_grad: cos keeps its gradient
         if self.magnitude == "v2":
             return (cos + d).mul_(scale)
         return (scale * cos).scatter_add_(1, idx, scale * d)
@@ -457,6 +516,30 @@ class SphereFaceDetachedHead(SphereFaceRHead):
                  lw: float = 1.0):
         super().__init__(embed_dim, num_classes, magnitude="v0", fn="hfn", cgd=True, s=s, m=m,
                          lw=lw)
+
+
+def _power_map(z: torch.Tensor, t: float) -> torch.Tensor:
+    """g(z) = 2((z + 1)/2)^t − 1 on a clamped copy of z (a fractional power of a rounding-negative
+    base would be nan)."""
+    return z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(t).mul_(2.0).sub_(1.0)
+
+
+class _PowerMap(torch.autograd.Function):
+    """g(z) with its gradient t((z + 1)/2)^(t−1) (0 where the clamp is active), saving only z:
+    autograd through clamp, add, pow and mul would keep three (B, K) tensors."""
+
+    @staticmethod
+    def forward(ctx, z, t):
+        ctx.t = t
+        ctx.save_for_backward(z)
+        return _power_map(z, t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        inside = (z >= -1.0) & (z <= 1.0)
+        slope = z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(ctx.t - 1.0).mul_(ctx.t)
+        return slope.mul_(grad).mul_(inside), None
 
 
 @register_head("sphereface2")
@@ -510,10 +593,9 @@ class SphereFace2Head(HypersphereHead):
     def g(self, z):
         if not isinstance(z, torch.Tensor):
             return 2.0 * ((z + 1.0) / 2.0) ** self.t - 1.0
-        # clamp: a fractional power of a rounding-negative base is nan
         if torch.is_grad_enabled() and z.requires_grad:
-            return 2.0 * ((z.clamp(-1.0, 1.0) + 1.0) / 2.0) ** self.t - 1.0
-        return z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(self.t).mul_(2.0).sub_(1.0)
+            return _PowerMap.apply(z, self.t)
+        return _power_map(z, self.t)
 
     def init_bias(self) -> float:
         r, m, K, lam = self.r, self.m, self.num_classes, self.lam
@@ -540,33 +622,34 @@ class SphereFace2Head(HypersphereHead):
                         - (log_sqrt + math.log1p((z - 1.0) * math.exp(-log_sqrt))))
         return math.log(2 * z) - a_i - log_term
 
+    def margined(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """cos θ + d_θ (B, K), the margined g, built in place on one new tensor."""
+        z = self.g(cos)
+        if self.margin_type == "C":  # − m(2·onehot − 1)
+            return z.add_(self.m).scatter_add_(1, idx, torch.full_like(idx, -2.0 * self.m,
+                                                                       dtype=z.dtype))
+        theta_y = _acos(_target(cos, idx))
+        if self.margin_type == "A":
+            cos_m = torch.cos((theta_y + self.m).clamp(max=math.pi))
+        else:
+            cos_m = torch.cos((self.m * theta_y).clamp(1e-5, math.pi))
+        return z.scatter_(1, idx, self.g(cos_m))
+
     def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """d_θ (B, K): margined g minus cos θ (in place where no gradient is needed)."""
-        grad = torch.is_grad_enabled() and not self.detach
-        with torch.set_grad_enabled(grad):
-            d = self.g(cos) - cos if grad else self.g(cos).sub_(cos)
-            if self.margin_type == "C":  # − m(2·onehot − 1)
-                d = (d + self.m) if grad else d.add_(self.m)
-                src = torch.full_like(idx, -2.0 * self.m, dtype=d.dtype)
-                d = d.scatter_add(1, idx, src) if grad else d.scatter_add_(1, idx, src)
-            else:
-                cos_y = cos.gather(1, idx)
-                theta_y = _acos(cos_y)
-                if self.margin_type == "A":
-                    cos_m = torch.cos((theta_y + self.m).clamp(max=math.pi))
-                else:
-                    cos_m = torch.cos((self.m * theta_y).clamp(1e-5, math.pi))
-                src = self.g(cos_m) - cos_y
-                d = d.scatter(1, idx, src) if grad else d.scatter_(1, idx, src)
-        return d
+        """d_θ (B, K): margined g minus cos θ, under no_grad when detach (CGD)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach):
+            return self.margined(cos, idx).sub_(cos)
 
     def logits(self, x, y=None):
         cos = self.cosine(x)
         if y is None:
             return cos
-        d = self.margin_term(cos, y.view(-1, 1).long())
-        # cos + d outside any no_grad (cos keeps its gradient), then in place: one B×K tensor
-        return (cos + d).mul_(self.r).add_(self.bias.float())
+        idx = y.view(-1, 1).long()
+        if self.detach:  # d_θ's value, cos θ's gradient; in place: one B×K tensor
+            z = self.margin_term(cos, idx).add_(cos)
+        else:
+            z = self.margined(cos, idx)
+        return z.mul_(self.r).add_(self.bias.float())
 
     def forward(self, x, y):
         z = self.logits(x, y)

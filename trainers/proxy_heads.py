@@ -57,7 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainers.heads import Head, _number, register_head
+from trainers.heads import Head, _number, cosine_matrix, register_head
 
 SAMPLER_HINT = ("use trainers.pk_sampler.pk_batches (P speakers x K utterances per batch) "
                 "instead of plain shuffled batches")
@@ -70,6 +70,38 @@ def _k(k) -> int:
         raise ValueError(f"Mask Proxy needs K >= 2 utterances per speaker (a query plus at least one "
                          f"utterance for its own speaker's centroid), got k={k!r}")
     return int(k)
+
+
+class _ScaledCrossEntropy(torch.autograd.Function):
+    """mean_i CE(s·cos_i + b, y_i) for scalar tensors s, b, saving only cos and the row
+    log-sum-exps: autograd would keep cos for s's gradient and the log-softmax as well, and
+    build the gradient in three (B, C) tensors; the backward here builds it in one."""
+
+    @staticmethod
+    def forward(ctx, cos, s, b, y):
+        rows = torch.arange(cos.shape[0], device=cos.device)
+        logits = (cos * s).add_(b)
+        target = logits[rows, y]
+        top = logits.amax(dim=1)  # log-sum-exp in place: one (B, C) temporary in all
+        lse = logits.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
+        ctx.save_for_backward(cos, s, b, y, lse)
+        return (lse - target).mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, s, b, y, lse = ctx.saved_tensors
+        rows = torch.arange(cos.shape[0], device=cos.device)
+        p = (cos * s).add_(b).sub_(lse[:, None]).exp_()  # softmax
+        p[rows, y] -= 1.0
+        g = g / cos.shape[0]
+        gs = torch.dot(p.view(-1), cos.reshape(-1)) * g
+        gb = p.sum() * g
+        return p.mul_(s * g), gs.view_as(s), gb.view_as(b), None
+
+
+def scaled_cross_entropy(cos, s, b, y):
+    """F.cross_entropy(s * cos + b, y) with less memory; see `_ScaledCrossEntropy`."""
+    return _ScaledCrossEntropy.apply(cos, s, b, y)
 
 
 @register_head("mask_proxy", "mp")
@@ -97,14 +129,26 @@ class MaskProxyHead(Head):
     def scale(self) -> torch.Tensor:
         return self.w.clamp(min=1e-6)
 
-    def _proxies(self) -> torch.Tensor:
-        return F.normalize(self.weight.float(), dim=1)
+    def proxy_cosines(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) cos(x_i, W_j)."""
+        return cosine_matrix(x.float(), self.weight.float())
+
+    @staticmethod
+    def centroid_cosines(cos, inverse, c) -> torch.Tensor:
+        """(P, C) cos(c_s, W) from the queries' cosines: c_s is the mean of unit vectors, so
+        c_s·ŵ = mean_{i in s} cos(e_i, W) and cos(c_s, W) = Σ_{i in s} cos(e_i, W) / (K‖c_s‖)
+        — a sum over the batch instead of another (P × D) @ (D × C) product and its gradient."""
+        k = cos.shape[0] // c.shape[0]
+        inv = (k * torch.linalg.vector_norm(c, dim=1)).clamp_min(1e-12).reciprocal()
+        # rows grouped by class (exactly K each, checked) then summed: index_select keeps only
+        # the order for backward (index_add would keep `cos` itself alive until then)
+        grouped = cos.index_select(0, torch.argsort(inverse, stable=True))
+        return grouped.view(c.shape[0], k, cos.shape[1]).sum(1) * inv[:, None]
 
     def logits(self, x, y=None):
         """Plain w·cos(x, W) + b over all classes (accuracy, eval)."""
         with torch.autocast(x.device.type, enabled=False):
-            cos = F.normalize(x.float(), dim=1) @ self._proxies().t()
-            return self.scale() * cos + self.b
+            return self.scale() * self.proxy_cosines(x) + self.b
 
     def _check(self, x: torch.Tensor, y: torch.Tensor):
         if x.dim() != 2 or x.shape[1] != self.embed_dim:
@@ -125,18 +169,18 @@ class MaskProxyHead(Head):
 
     def _parts(self, x, y):
         """Shared pieces: normalised e (B,D), classes (P,), inverse (B,), centroids c (P,D),
-        leave-one-out own centroids (B,D), proxies Wn (C,D)."""
+        leave-one-out own centroids (B,D)."""
         classes, inverse = self._check(x, y)
         e = F.normalize(x.float(), dim=1)
         P = classes.numel()
         sums = torch.zeros(P, e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, inverse, e)
         c = sums / self.k
         loo = (sums[inverse] - e) / (self.k - 1)
-        return e, classes, inverse, c, loo, self._proxies()
+        return e, classes, inverse, c, loo
 
-    def masked_cosines(self, e, classes, inverse, c, loo, wn) -> torch.Tensor:
-        """(B, C) cosines of each query against its masked proxy matrix M^(i)."""
-        cos = e @ wn.t()                                             # proxies everywhere
+    def masked_cosines(self, cos, e, classes, inverse, c, loo) -> torch.Tensor:
+        """(B, C) cosines of each query against its masked proxy matrix M^(i), from its (B, C)
+        cosines `cos` against the proxies."""
         if not self.mask:
             return cos
         cos_c = e @ F.normalize(c, dim=1).t()                        # (B, P) vs full centroids
@@ -146,13 +190,14 @@ class MaskProxyHead(Head):
         return cos.scatter(1, idx, cos_c)
 
     def mp_loss(self, x, y, parts=None):
-        e, classes, inverse, c, loo, wn = parts if parts is not None else self._parts(x, y)
+        e, classes, inverse, c, loo = parts if parts is not None else self._parts(x, y)
         s, b = self.scale(), self.b
-        cos = self.masked_cosines(e, classes, inverse, c, loo, wn)
-        loss = F.cross_entropy(s * cos + b, y)
-        if self.lam > 0:
-            cos_cw = F.normalize(c, dim=1) @ wn.t()
-            loss = loss + self.lam * F.cross_entropy(s * cos_cw + b, classes)
+        cos = self.proxy_cosines(e)
+        cos_cw = self.centroid_cosines(cos, inverse, c) if self.lam > 0 else None
+        cos = self.masked_cosines(cos, e, classes, inverse, c, loo)  # the unmasked copy is freed
+        loss = scaled_cross_entropy(cos, s, b, y)
+        if cos_cw is not None:
+            loss = loss + self.lam * scaled_cross_entropy(cos_cw, s, b, classes)
         return loss
 
     def forward(self, x, y):
@@ -179,7 +224,7 @@ class MultinomialMaskProxyHead(MaskProxyHead):
         self.mmp_weight = _number("mmp_weight (γ)", mmp_weight, 0.0)
         self.mmp_proxy_negatives = bool(mmp_proxy_negatives)
 
-    def multinomial_loss(self, e, classes, inverse, wn) -> torch.Tensor:
+    def multinomial_loss(self, e, classes, inverse) -> torch.Tensor:
         s = self.scale()
         sim = s * (e @ e.t())                                        # (B, B)
         same = inverse.view(-1, 1) == inverse.view(1, -1)
@@ -190,7 +235,7 @@ class MultinomialMaskProxyHead(MaskProxyHead):
         if self.mmp_proxy_negatives:
             out = torch.ones(self.num_classes, dtype=torch.bool, device=e.device)
             out[classes] = False
-            neg = torch.cat([neg, (s * (e @ wn[out].t()))], dim=1)
+            neg = torch.cat([neg, s * cosine_matrix(e, self.weight[out].float())], dim=1)
         has_neg = (~same).any(1) if not self.mmp_proxy_negatives else None
         lse_neg = torch.logsumexp(neg, dim=1)
         term = F.softplus(lse_neg + lse_pos)
@@ -203,8 +248,8 @@ class MultinomialMaskProxyHead(MaskProxyHead):
             parts = self._parts(x, y)
             loss = self.mp_loss(x, y, parts)
             if self.mmp_weight > 0:
-                e, classes, inverse, _, _, wn = parts
-                loss = loss + self.mmp_weight * self.multinomial_loss(e, classes, inverse, wn)
+                e, classes, inverse, _, _ = parts
+                loss = loss + self.mmp_weight * self.multinomial_loss(e, classes, inverse)
             return loss
 
     def extra_repr(self):
