@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
-.PHONY: venv demo test bench compare-heads clean
+.PHONY: venv demo test bench compare-heads sed-demo clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 compare-heads: $(STAMP)
 	$(PY) workflows/speaker.py --compare-heads --out runs/compare-heads
+
+sed-demo: $(STAMP)
+	$(PY) workflows/sed.py --out runs/sed-demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py

@@ -124,7 +124,9 @@ def _merge(into: dict, layer: dict) -> None:
 
 
 def config_hash(cfg: Any) -> str:
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    """12 hex digits identifying a config dataclass (or plain JSON-able data)."""
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainers.heads import MarginScheduler, build_head
-from trainers.loop import cpus_leaving_one_for_data
+from trainers.loop import map_with_actors
 from trainers.pk_sampler import pk_batches
 
 
@@ -76,14 +76,8 @@ def encoder_state(model_state: dict) -> dict:
 
 def embed_dataset(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int
                   ) -> dict[str, np.ndarray]:
-    """Run an embedding actor class over a dataset of {key, ...}: {key: embedding}. The actors leave a CPU
-    free for the read tasks (or a small cluster deadlocks); more actors than read blocks would idle."""
-    import ray
-
-    concurrency = max(1, min(concurrency, num_blocks))
-    ds = ds.map_batches(udf, fn_constructor_args=udf_args, batch_size=batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=concurrency),
-                        num_cpus=cpus_leaving_one_for_data(concurrency))
+    """Run an embedding actor class over a dataset of {key, ...}: {key: embedding}."""
+    ds = map_with_actors(ds, udf, udf_args, num_blocks, concurrency, batch_size)
     out = {}
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         out.update(zip(batch["key"].tolist(), batch["embedding"]))

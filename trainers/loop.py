@@ -199,6 +199,17 @@ def cpus_leaving_one_for_data(n: int) -> float:
     return min(1.0, max(total - 1, 0.5) / max(n, 1))
 
 
+def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int):
+    """`ds.map_batches` through a pool of `udf` actors (batch inference). The actors leave a CPU free
+    for the read tasks (or a small cluster deadlocks); more actors than read blocks would idle."""
+    import ray
+
+    concurrency = max(1, min(concurrency, num_blocks))
+    return ds.map_batches(udf, fn_constructor_args=udf_args, batch_size=batch_size, batch_format="numpy",
+                          compute=ray.data.ActorPoolStrategy(size=concurrency),
+                          num_cpus=cpus_leaving_one_for_data(concurrency))
+
+
 def auto_use_gpu(workers: int) -> bool:
     """Use GPUs when the cluster has one per worker (a GPU cluster); CPU otherwise."""
     import ray

@@ -1,4 +1,4 @@
-"""PNG plots: DET curves on probit axes and per-epoch training curves.
+"""PNG plots: DET curves on probit axes, per-epoch training curves and sound event activity maps.
 
 Agg is selected at import so this works on headless Ray workers. Figures are built with
 ``matplotlib.figure.Figure`` rather than pyplot: no global figure state to leak or share between
@@ -120,5 +120,28 @@ def plot_training_curves(
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(True, ls=":", lw=0.6)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_activity(logmel: np.ndarray, truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
+                  hop_s: float, path: str | os.PathLike, title: str = "", threshold: float = 0.5) -> str:
+    """Three panels on one time axis: the log-mel (T, F), the ground-truth frame activity (T, C) and
+    the predicted frame probabilities (T, C); returns path. Only the classes active in the truth or
+    predicted at or above `threshold` somewhere get a row."""
+    rows = [i for i in range(len(classes)) if truth[:, i].any() or (predicted[:, i] >= threshold).any()] \
+        or list(range(len(classes)))
+    t_end = logmel.shape[0] * hop_s
+    fig = Figure(figsize=(9, 2.2 + 0.5 * len(rows) * 2))
+    axes = fig.subplots(3, 1, sharex=True, height_ratios=[2, len(rows), len(rows)])
+    axes[0].imshow(logmel.T, origin="lower", aspect="auto", extent=(0, t_end, 0, logmel.shape[1]), cmap="magma")
+    axes[0].set_ylabel("mel bin")
+    axes[0].set_title(title)
+    for ax, data, name in ((axes[1], truth, "ground truth"), (axes[2], predicted, "predicted")):
+        ax.imshow(data[:, rows].T, origin="lower", aspect="auto", extent=(0, t_end, -0.5, len(rows) - 0.5),
+                  vmin=0, vmax=1, cmap="Greens", interpolation="nearest")
+        ax.set_yticks(range(len(rows)), [classes[i] for i in rows], fontsize="small")
+        ax.set_title(name, fontsize="small")
+    axes[2].set_xlabel("time (s)")
     fig.tight_layout()
     return _save(fig, path)
