@@ -1,4 +1,5 @@
-"""Speaker-verification front end, as WeSpeaker: 80-dim kaldi fbank, 200-frame crops, per-crop CMN.
+"""Front ends. Speakers, as WeSpeaker: 80-dim kaldi fbank, 200-frame crops, per-crop CMN. Sound events
+and scenes (SED, ESC-50): `LogMel`, a torchaudio mel spectrogram with per-clip mean removal.
 
 WeSpeaker crops the *waveform* and then computes fbank; we compute fbank once per utterance and
 crop the frames. With kaldi's default snip_edges=True every frame depends only on its own 400
@@ -6,6 +7,9 @@ samples, so a crop of the features equals the features of the matching waveform 
 would differ). Plain numpy/torch: the Ray data pipeline calls these from `map_batches`.
 """
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -88,3 +92,32 @@ def crop_batch(list_of_feats, num_frames: int = 200,
     rng = np.random.default_rng() if rng is None else rng
     crops = np.stack([random_crop(f, num_frames, rng) for f in list_of_feats])
     return mean_normalize(crops.astype(np.float32, copy=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogMel:
+    """Log-mel front end for sound events and scenes; defaults are the DCASE remix protocol's."""
+
+    sample_rate: int = 32000
+    n_fft: int = 2048
+    hop: int = 1024
+    n_mels: int = 64
+
+    def logmel(self, wave: np.ndarray) -> np.ndarray:
+        """(T, n_mels) float32 of a mono wave at `sample_rate`: power mel spectrogram without centre
+        padding (T = 1 + (N - n_fft) // hop), log(mel + 1e-8), then each mel bin's mean over the clip
+        removed (the background's stationary spectrum, as CMN for speakers)."""
+        w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+        if w.numel() < self.n_fft:
+            raise ValueError(f"wave of {w.numel()} samples is shorter than one window ({self.n_fft})")
+        x = torch.log(_mel_transform(self)(w) + 1e-8).T
+        return (x - x.mean(dim=0, keepdim=True)).numpy().astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_transform(front: LogMel):
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop, n_mels=front.n_mels,
+        f_min=50.0, f_max=front.sample_rate / 2, center=False, power=2.0)

@@ -189,6 +189,18 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
 
+def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, seed: int, epoch: int,
+                   rank: int) -> Iterator[dict[str, torch.Tensor]]:
+    """One epoch of this worker's locally shuffled batches (seeded per seed, epoch and rank), with
+    each column of `columns` ({name: numpy dtype}) as a CPU tensor."""
+    import numpy as np
+
+    local_seed = int(np.random.default_rng([seed, epoch, rank]).integers(2**31))
+    for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=local_seed):
+        yield {k: torch.from_numpy(np.ascontiguousarray(b[k], dtype=dtype)) for k, dtype in columns.items()}
+
+
 def cpus_leaving_one_for_data(n: int) -> float:
     """CPUs for each of `n` long-lived workers or actors so that at least one CPU stays free for the
     Ray Data read tasks that feed them: on a small cluster, n actors of 1 CPU each would take every

@@ -1,4 +1,5 @@
-"""PNG plots: DET curves on probit axes, per-epoch training curves and sound event activity maps.
+"""PNG plots: DET curves on probit axes, per-epoch training curves, sound event activity maps and
+confusion matrices.
 
 Agg is selected at import so this works on headless Ray workers. Figures are built with
 ``matplotlib.figure.Figure`` rather than pyplot: no global figure state to leak or share between
@@ -143,5 +144,24 @@ def plot_activity(logmel: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
         ax.set_yticks(range(len(rows)), [classes[i] for i in rows], fontsize="small")
         ax.set_title(name, fontsize="small")
     axes[2].set_xlabel("time (s)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> str:
+    """Row-normalized confusion matrix (true class down, predicted across) with the counts' accuracy in
+    the title; returns path."""
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.18 * len(classes) + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=90, fontsize=6 if len(classes) > 20 else "small")
+    ax.set_yticks(ticks, classes, fontsize=6 if len(classes) > 20 else "small")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (accuracy {100 * np.trace(m) / max(m.sum(), 1):.1f}%)")
     fig.tight_layout()
     return _save(fig, path)

@@ -1,51 +1,21 @@
-"""Weakly-supervised SED on remix shards: log-mel front end, the Ray Data pipeline, the `TrainTask`
-for the one loop, and clip + frame predictions by Ray Data batch inference.
+"""Weakly-supervised SED on remix shards: the Ray Data pipeline, the `TrainTask` for the one loop,
+and clip + frame predictions by Ray Data batch inference.
 
-Front end (DESIGN 6): power mel spectrogram without centre padding (10 s at 32 kHz, window 2048,
-hop 1024 -> 311 frames), log(mel + 1e-8), then each mel bin's mean over the clip removed (the
-scene's stationary spectrum, which carries no event information; as CMN for speakers).
+Front end: `trainers.features.LogMel` (DESIGN 6: 10 s at 32 kHz, window 2048, hop 1024 -> 311 frames).
 Targets: the weak label vector (clip level) for training; frame targets (which labels are active
 in each frame) for the activity plots; the strong events for segment-based scores.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from trainers.loop import map_with_actors
-
-
-@dataclasses.dataclass(frozen=True)
-class FrontEnd:
-    sample_rate: int = 32000
-    n_fft: int = 2048
-    hop: int = 1024
-    n_mels: int = 64
-
-    def frames(self, num_samples: int) -> int:
-        return 1 + (num_samples - self.n_fft) // self.hop
-
-    def logmel(self, wave: np.ndarray) -> np.ndarray:
-        """(T, n_mels) float32 of a mono wave at `sample_rate`."""
-        w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
-        if w.numel() < self.n_fft:
-            raise ValueError(f"wave of {w.numel()} samples is shorter than one window ({self.n_fft})")
-        x = torch.log(_mel_transform(self)(w) + 1e-8).T
-        return (x - x.mean(dim=0, keepdim=True)).numpy().astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def _mel_transform(front: FrontEnd):
-    import torchaudio
-
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop, n_mels=front.n_mels,
-        f_min=50.0, f_max=front.sample_rate / 2, center=False, power=2.0)
+from trainers.features import LogMel
+from trainers.loop import map_with_actors, tensor_batches
 
 
 def _meta(value) -> dict:
@@ -64,7 +34,7 @@ def frame_targets(events: list[dict], classes: list[str], n_frames: int, hop_s: 
     return out
 
 
-def to_model_input(batch: dict, front: FrontEnd, classes: list[str], folds: list[int] | None) -> dict:
+def to_model_input(batch: dict, front: LogMel, classes: list[str], folds: list[int] | None) -> dict:
     """Ray Data `map_batches` fn: shard rows (of the wanted folds) -> log-mel, weak and frame targets."""
     from datasets.audio import decode_wav
 
@@ -95,7 +65,7 @@ def to_model_input(batch: dict, front: FrontEnd, classes: list[str], folds: list
             "meta": np.array(rows["meta"], dtype=object)}
 
 
-def sed_dataset(paths: list[str], front: FrontEnd, classes: list[str], folds: list[int] | None,
+def sed_dataset(paths: list[str], front: LogMel, classes: list[str], folds: list[int] | None,
                 shuffle_seed: int | None = None):
     """Remix shards -> Ray Dataset of {key, logmel (T, F), weak (C,), frames (T, C), meta} for `folds`."""
     import ray
@@ -125,11 +95,8 @@ class SEDTask:
         return SEDModel(self.num_classes, n_mels=self.n_mels, **self.model)
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
-        seed = int(np.random.default_rng([self.seed, epoch, rank]).integers(2**31))
-        for b in shard.iter_batches(batch_size=self.batch_size, batch_format="numpy",
-                                    local_shuffle_buffer_size=self.shuffle_buffer, local_shuffle_seed=seed):
-            yield {"logmel": torch.from_numpy(np.ascontiguousarray(b["logmel"], dtype=np.float32)),
-                   "weak": torch.from_numpy(np.ascontiguousarray(b["weak"], dtype=np.float32))}
+        return tensor_batches(shard, {"logmel": np.float32, "weak": np.float32}, self.batch_size,
+                              self.shuffle_buffer, self.seed, epoch, rank)
 
     def on_epoch_start(self, model, epoch: int) -> dict[str, float]:
         return {}

@@ -64,6 +64,24 @@ def cpus_per_worker(scale, log=print) -> float:
     return per
 
 
+def parallel_runs_scale(scale, runs: int, log=print):
+    """`scale` for `runs` Ray Train runs submitted together: their workers share the cluster's CPUs but
+    one, which stays free for the Ray Data tasks that feed them all (unless cpus_per_worker is set)."""
+    if scale.cpus_per_worker:
+        return scale
+    together = dataclasses.replace(scale, workers=scale.workers * runs)
+    return dataclasses.replace(scale, cpus_per_worker=cpus_per_worker(together, log))
+
+
+def in_parallel(fn, folds: list) -> dict:
+    """fn(fold) for every held-out fold at once (each one a Ray Train run); {fold: result}."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(folds)) as pool:
+        futures = {f: pool.submit(fn, f) for f in folds}
+        return {f: fut.result() for f, fut in futures.items()}
+
+
 def train_or_reuse(task, loop_cfg, out: Path, run_name: str, train_ds_fn, scale, log=print):
     """Train through trainers.loop.fit, or reuse `out/model.pt` from a finished run of the same config
     and data. An interrupted run with the same name resumes from its latest checkpoint."""

@@ -17,7 +17,6 @@ Ablations: full (two-step attention + auxiliary decoder), no_aux, time_attention
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import sys
 import time
@@ -92,9 +91,9 @@ class SEDConfig:
 
 
 def front_end(cfg: SEDConfig):
-    from trainers.sed import FrontEnd
+    from trainers.features import LogMel
 
-    return FrontEnd(cfg.data.sample_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.n_mels)
+    return LogMel(cfg.data.sample_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.n_mels)
 
 
 def make_task(cfg: SEDConfig, num_classes: int, ablation: str = "full"):
@@ -251,19 +250,14 @@ def run(cfg: SEDConfig, tau: Optional[Path], fsd: Optional[Path], out: Path, log
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    # The held-out folds are separate Ray Train runs submitted together; their workers share the
-    # cluster's CPUs but one, which stays free for the Ray Data tasks that feed them all.
-    scale = dataclasses.replace(cfg.scale, cpus_per_worker=cfg.scale.cpus_per_worker or common.cpus_per_worker(
-        dataclasses.replace(cfg.scale, workers=cfg.scale.workers * len(cfg.test_folds)), log))
+    scale = common.parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
     runs, table = {}, {}
     for snr in cfg.snrs:
         paths = shard_paths(shards / f"snr{snr}")
         for ablation in cfg.ablations:
             dirs = {f: out / f"snr{snr}" / ablation / f"fold{f}" for f in cfg.test_folds}
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(cfg.test_folds)) as pool:
-                futures = {f: pool.submit(train_fold, cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
-                                          dirs[f], scale, log) for f in cfg.test_folds}
-                trained = {f: fut.result() for f, fut in futures.items()}
+            trained = common.in_parallel(lambda f: train_fold(cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
+                                                              dirs[f], scale, log), cfg.test_folds)
             per_fold = {f: evaluate_fold(cfg, ablation, snr, f, paths, classes, trained[f], dirs[f], log,
                                          untrained=ablation == cfg.ablations[0])
                         for f in cfg.test_folds}
