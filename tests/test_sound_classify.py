@@ -49,7 +49,7 @@ def test_logmel_cnn_shapes_fusion_and_overfit():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.3 and int(correct) == n == 6
+    assert loss.item() < 0.3 and int(correct) == n == 6
 
 
 def test_demo_corpus_uses_real_names_folds_and_classes(tmp_path):
