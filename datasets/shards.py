@@ -212,6 +212,20 @@ def shard_paths(out_dir: str | os.PathLike, manifest: dict | None = None) -> lis
     return [str(Path(out_dir) / s["name"]) for s in manifest["shards"]]
 
 
+def read_shards(paths: Sequence[str], shuffle_seed: int | None = None):
+    """Ray Dataset of the shards' samples, one read block per shard; `shuffle_seed` randomizes the
+    shard order (training), None keeps it (evaluation)."""
+    import ray
+
+    ds = ray.data.read_webdataset(list(paths), override_num_blocks=len(paths))
+    return ds if shuffle_seed is None else ds.randomize_block_order(seed=shuffle_seed)
+
+
+def json_member(value) -> dict:
+    """A sample's `.json` member as read back: Ray's WebDataset reader may hand it over decoded or as bytes."""
+    return value if isinstance(value, dict) else json.loads(value)
+
+
 def manifest_digest(out_dir: str | os.PathLike) -> str:
     return sha256_file(Path(out_dir) / MANIFEST)
 

@@ -29,12 +29,9 @@ def to_model_input(batch: dict) -> dict:
 
 def face_dataset(paths: list[str], shuffle_seed: int | None = None):
     """Face shards -> Ray Dataset of {key, feats, label}; `shuffle_seed` randomizes shard order."""
-    import ray
+    from datasets.shards import read_shards
 
-    ds = ray.data.read_webdataset(paths, override_num_blocks=len(paths))
-    if shuffle_seed is not None:
-        ds = ds.randomize_block_order(seed=shuffle_seed)
-    return ds.map_batches(to_model_input, batch_size=64, batch_format="numpy")
+    return read_shards(paths, shuffle_seed).map_batches(to_model_input, batch_size=64, batch_format="numpy")
 
 
 @dataclasses.dataclass

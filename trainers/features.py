@@ -113,6 +113,16 @@ class LogMel:
         x = torch.log(_mel_transform(self)(w) + 1e-8).T
         return (x - x.mean(dim=0, keepdim=True)).numpy().astype(np.float32)
 
+    def logmel_of_wav(self, key: str, wav: bytes) -> np.ndarray:
+        """`logmel` of a shard sample's WAV bytes, which must be at `sample_rate`."""
+        from datasets.audio import decode_wav
+
+        samples, sr = decode_wav(wav)
+        if sr != self.sample_rate:
+            raise ValueError(f"{key}: shard audio is {sr} Hz but the front end expects {self.sample_rate}: "
+                             "rebuild the shards or set the sample rate")
+        return self.logmel(samples)
+
 
 @functools.lru_cache(maxsize=4)
 def _mel_transform(front: LogMel):

@@ -14,12 +14,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from datasets.shards import json_member
 from trainers.features import LogMel
 from trainers.loop import map_with_actors, tensor_batches
-
-
-def _meta(value) -> dict:
-    return value if isinstance(value, dict) else json.loads(value)
 
 
 def frame_targets(events: list[dict], classes: list[str], n_frames: int, hop_s: float) -> np.ndarray:
@@ -36,19 +33,13 @@ def frame_targets(events: list[dict], classes: list[str], n_frames: int, hop_s: 
 
 def to_model_input(batch: dict, front: LogMel, classes: list[str], folds: list[int] | None) -> dict:
     """Ray Data `map_batches` fn: shard rows (of the wanted folds) -> log-mel, weak and frame targets."""
-    from datasets.audio import decode_wav
-
     index = {c: i for i, c in enumerate(classes)}
     rows = {"key": [], "logmel": [], "weak": [], "frames": [], "meta": []}
     for key, wav, meta in zip(batch["__key__"], batch["wav"], batch["json"]):
-        meta = _meta(meta)
+        meta = json_member(meta)
         if folds is not None and meta["fold"] not in folds:
             continue
-        samples, sr = decode_wav(wav)
-        if sr != front.sample_rate:
-            raise ValueError(f"{key}: shard audio is {sr} Hz but data.sample_rate is {front.sample_rate}: "
-                             "rebuild the shards or set data.sample_rate")
-        feats = front.logmel(samples)
+        feats = front.logmel_of_wav(key, wav)
         weak = np.zeros(len(classes), dtype=np.float32)
         weak[[index[label] for label in meta["labels"]]] = 1.0
         rows["key"].append(key)
@@ -68,12 +59,9 @@ def to_model_input(batch: dict, front: LogMel, classes: list[str], folds: list[i
 def sed_dataset(paths: list[str], front: LogMel, classes: list[str], folds: list[int] | None,
                 shuffle_seed: int | None = None):
     """Remix shards -> Ray Dataset of {key, logmel (T, F), weak (C,), frames (T, C), meta} for `folds`."""
-    import ray
+    from datasets.shards import read_shards
 
-    ds = ray.data.read_webdataset(paths, override_num_blocks=len(paths))
-    if shuffle_seed is not None:
-        ds = ds.randomize_block_order(seed=shuffle_seed)
-    return ds.map_batches(to_model_input, fn_kwargs={"front": front, "classes": list(classes), "folds": folds},
+    return read_shards(paths, shuffle_seed).map_batches(to_model_input, fn_kwargs={"front": front, "classes": list(classes), "folds": folds},
                           batch_size=16, batch_format="numpy")
 
 

@@ -8,7 +8,6 @@ and one action vector per aggregator; `sound_dataset` turns them into {key, logm
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 from typing import Iterator
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datasets.shards import json_member
 from trainers.features import LogMel
 from trainers.loop import map_with_actors, tensor_batches
 
@@ -68,17 +68,12 @@ class LogMelCNN(nn.Module):
 
 def to_model_input(batch: dict, front: LogMel, aggregator: str, folds: list[int] | None) -> dict:
     """Ray Data `map_batches` fn: shard rows of the wanted folds -> {key, logmel, label, av}."""
-    from datasets.audio import decode_wav
-
     rows = []
     for key, wav, cls, meta in zip(batch["__key__"], batch["wav"], batch["cls"], batch["json"]):
-        meta = meta if isinstance(meta, dict) else json.loads(meta)
+        meta = json_member(meta)
         if folds is not None and meta["fold"] not in folds:
             continue
-        samples, sr = decode_wav(wav)
-        if sr != front.sample_rate:
-            raise ValueError(f"{key}: shard audio is {sr} Hz, the front end expects {front.sample_rate}: rebuild the shards")
-        rows.append((key, front.logmel(samples), int(cls), np.asarray(meta["av"][aggregator], dtype=np.float32)))
+        rows.append((key, front.logmel_of_wav(key, wav), int(cls), np.asarray(meta["av"][aggregator], dtype=np.float32)))
     if not rows:
         return {"key": np.array([], dtype=object), "logmel": np.zeros((0, 0, front.n_mels), np.float32),
                 "label": np.zeros(0, np.int64), "av": np.zeros((0, 0), np.float32)}
@@ -90,12 +85,9 @@ def to_model_input(batch: dict, front: LogMel, aggregator: str, folds: list[int]
 def sound_dataset(paths: list[str], front: LogMel, aggregator: str, folds: list[int] | None,
                   shuffle_seed: int | None = None):
     """ESC-50 shards -> Ray Dataset of {key, logmel, label, av} for `folds`."""
-    import ray
+    from datasets.shards import read_shards
 
-    ds = ray.data.read_webdataset(paths, override_num_blocks=len(paths))
-    if shuffle_seed is not None:
-        ds = ds.randomize_block_order(seed=shuffle_seed)
-    return ds.map_batches(to_model_input, fn_kwargs={"front": front, "aggregator": aggregator, "folds": folds},
+    return read_shards(paths, shuffle_seed).map_batches(to_model_input, fn_kwargs={"front": front, "aggregator": aggregator, "folds": folds},
                           batch_size=32, batch_format="numpy")
 
 

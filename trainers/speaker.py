@@ -50,12 +50,9 @@ class FbankBatch:
 
 def feature_dataset(paths: list[str], front: FrontEnd, shuffle_seed: int | None = None):
     """Shards -> Ray Dataset of {key, feats (T, F), label}; `shuffle_seed` randomizes shard order."""
-    import ray
+    from datasets.shards import read_shards
 
-    ds = ray.data.read_webdataset(paths, override_num_blocks=len(paths))
-    if shuffle_seed is not None:
-        ds = ds.randomize_block_order(seed=shuffle_seed)
-    return ds.map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
+    return read_shards(paths, shuffle_seed).map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
 
 
 @dataclasses.dataclass
