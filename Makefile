@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
-.PHONY: venv demo test bench compare-heads sed-demo clean
+.PHONY: venv demo test system-data bench compare-heads sed-demo semiweak-demo clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,13 @@ demo: $(STAMP)
 
 # Tests that start their own Ray run after the rest, in their own process: a second Ray instance on
 # the machine is the suspected cause of a Train hang seen once (Ray auto-detects addresses machine-wide).
-test: $(STAMP)
-	$(PY) -m pytest -q -m "not own_ray"
-	$(PY) -m pytest -q -m own_ray
+test: $(STAMP) system-data
+	$(PY) -m pytest -q -m "not own_ray" --durations=15
+	$(PY) -m pytest -q -m own_ray --durations=5
+
+# Real Fashion-MNIST from Debian for the semi-weak tests (best effort: they skip without it).
+system-data:
+	@scripts/system_data.sh
 
 compare-heads: $(STAMP)
 	$(PY) workflows/speaker.py --compare-heads --out runs/compare-heads
@@ -31,12 +35,16 @@ compare-heads: $(STAMP)
 sed-demo: $(STAMP)
 	$(PY) workflows/sed.py --out runs/sed-demo
 
+semiweak-demo: $(STAMP)
+	$(PY) workflows/semiweak.py --out runs/semiweak-demo
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_input_pipeline.py
 	$(PY) benchmarks/bench_train_overhead.py
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_heads.py
+	$(PY) benchmarks/bench_sweep.py
 
 clean:
 	rm -rf runs .pytest_cache

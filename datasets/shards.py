@@ -212,12 +212,14 @@ def shard_paths(out_dir: str | os.PathLike, manifest: dict | None = None) -> lis
     return [str(Path(out_dir) / s["name"]) for s in manifest["shards"]]
 
 
-def read_shards(paths: Sequence[str], shuffle_seed: int | None = None):
+def read_shards(paths: Sequence[str], shuffle_seed: int | None = None, members: Sequence[str] | None = None):
     """Ray Dataset of the shards' samples, one read block per shard; `shuffle_seed` randomizes the
-    shard order (training), None keeps it (evaluation)."""
+    shard order (training), None keeps it (evaluation). `members` (extensions) reads only those: a
+    member left out never leaves the tar."""
     import ray
 
-    ds = ray.data.read_webdataset(list(paths), override_num_blocks=len(paths))
+    ds = ray.data.read_webdataset(list(paths), override_num_blocks=len(paths),
+                                  suffixes=list(members) if members is not None else None)
     return ds if shuffle_seed is None else ds.randomize_block_order(seed=shuffle_seed)
 
 

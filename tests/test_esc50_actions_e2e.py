@@ -108,3 +108,13 @@ def test_embedding_models_use_a_pluggable_extractor(audio_run, capsys):
     assert res["emb_mlp"]["-"]["mean"] > 0.2 and "sum" in res["fusion_emb"]
     code = main(["--model", "emb_mlp", "--out", str(out), "--embedding-weights", str(out / "results.md")])
     assert code == 2 and "cannot load embedding weights" in capsys.readouterr().err
+
+
+def test_a_sweep_reads_its_metric_from_the_report(av_run):
+    """What a `workflows/sweep.py esc50_actions` trial (one model, one aggregator) reports."""
+    from tuning.targets import TARGETS
+
+    _, report = av_run
+    final = TARGETS["esc50_actions"].final(report, None)
+    assert final == {"accuracy": report["results"]["av_mlp"]["sum"]["mean"],
+                     "accuracy_std": report["results"]["av_mlp"]["sum"]["std"]}

@@ -77,3 +77,12 @@ def test_wrong_layout_exits_2_naming_the_path(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     assert str(tmp_path / "casia" / "train") in proc.stderr and "pairs.txt" in proc.stderr
     assert not out.exists()  # nothing written before the layout is known to be right
+
+
+def test_a_sweep_reads_its_metric_from_the_report(demo_run):
+    """What a `workflows/sweep.py face` trial reports: the trained backbone's LFW accuracy and EER."""
+    from tuning.targets import TARGETS
+
+    _, cfg, report = demo_run
+    assert TARGETS["face"].final(report, cfg) == {"accuracy": report["verification"]["trained"]["mean_acc"],
+                                                  "eer": report["verification"]["trained"]["eer"]}

@@ -1,5 +1,6 @@
 """`ray job submit --working-dir . -- python workflows/<speaker|sed|esc50_actions>.py` against a local head with
-token auth on."""
+token auth on; a two-node cluster on this machine (a second `ray start --address` node) running a 2-worker
+semi-weak job."""
 import json
 import os
 import shutil
@@ -18,10 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are picked, so no two picks can coincide."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def stop_head(temp: str) -> None:
@@ -48,23 +55,41 @@ def stop_head(temp: str) -> None:
             pass
 
 
+def start_head(env: dict) -> tuple[str, int, int]:
+    """`ray start --head` on fresh ports and a fresh temp dir; returns (temp dir, GCS port, dashboard port).
+
+    Tried three times: on a loaded 2-core CI machine a start once failed with no trace. Each failure's
+    ray-start.log and the head's own logs are printed, so a repeat is diagnosable."""
+    for attempt in range(3):
+        gcs, dash, agent, agent_grpc, runtime_env, metrics = free_ports(6)  # another Ray may hold the defaults
+        temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 chars
+        log_path = os.path.join(temp, "ray-start.log")
+        # Ray's daemons inherit ray start's stdout/stderr: give them a file, not a pipe that closes
+        # (a daemon writing to a closed pipe dies, and the job agent with it).
+        with open(log_path, "w") as log:
+            proc = subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                                   f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+                                   f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                                   f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+                                   f"--temp-dir={temp}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode == 0:
+            return temp, gcs, dash
+        print(f"ray start attempt {attempt + 1} failed (exit {proc.returncode}):\n{Path(log_path).read_text()[-4000:]}")
+        for name in ("gcs_server.out", "gcs_server.err", "raylet.out", "raylet.err"):
+            for f in Path(temp).glob(f"session_*/logs/{name}"):
+                print(f"--- {f}\n{f.read_text(errors='replace')[-2000:]}")
+        stop_head(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    pytest.fail("ray start --head failed three times; its logs are printed above")
+
+
 @pytest.fixture
 def local_head():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 chars
-    # Ray's daemons inherit ray start's stdout/stderr: give them a file, not a pipe that closes
-    # (a daemon writing to a closed pipe dies, and the job agent with it).
-    with open(os.path.join(temp, "ray-start.log"), "w") as log:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-                        # every port free-picked: another Ray on this machine may hold the defaults
-                        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-                        f"--temp-dir={temp}"], env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+    temp, gcs, dash = start_head(env)
     try:
-        yield env, f"http://127.0.0.1:{dash}"
+        yield env, f"http://127.0.0.1:{dash}", gcs, temp
     finally:
         stop_head(temp)
         if not os.environ.get("KEEP_RAY_TMP"): shutil.rmtree(temp, ignore_errors=True)
@@ -80,11 +105,8 @@ WORKFLOWS = {
 }
 
 
-@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
-def test_job_submit_runs_the_workflow(local_head, tmp_path, workflow):
-    env, address = local_head
-    out = tmp_path / "job-out"
-    args, check = WORKFLOWS[workflow]
+def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> None:
+    """`ray job submit` of a workflow; asserts the job succeeded."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
            "python", f"workflows/{workflow}.py", "--out", str(out), *args]
     for _ in range(int(os.environ.get("JOB_TRIES", 30))):  # a fresh head answers "No available agent" until its job agent is up
@@ -95,11 +117,48 @@ def test_job_submit_runs_the_workflow(local_head, tmp_path, workflow):
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "succeeded" in proc.stdout
-    assert check(json.loads((out / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_job_submit_runs_the_workflow(local_head, tmp_path, workflow):
+    env, address, _, _ = local_head
+    args, check = WORKFLOWS[workflow]
+    submit(env, address, workflow, tmp_path / "job-out", args)
+    assert check(json.loads((tmp_path / "job-out" / "metrics.json").read_text()))
+
+
+def test_two_node_cluster_runs_a_two_worker_job(local_head, tmp_path):
+    """A second Ray node joins the head (`ray start --address`, its own CPUs and ports, token auth);
+    a 2-worker training job with one worker per node (SPREAD) succeeds and both nodes ran a worker."""
+    env, address, gcs, temp = local_head
+    ports = free_ports(8)
+    with open(os.path.join(temp, "node2.log"), "w") as log:
+        subprocess.run([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+                        f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+                        f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+                        f"--runtime-env-agent-port={ports[4]}", f"--metrics-export-port={ports[5]}",
+                        "--min-worker-port=20000", "--max-worker-port=29999"],
+                       env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+    def ray_list(kind: str, *filters: str) -> list[dict]:
+        proc = subprocess.run([str(BIN / "ray"), "list", kind, f"--address={address}", "--detail", "--format", "json",
+                               "--limit", "1000", *[a for f in filters for a in ("--filter", f)]],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    alive = ray_list("nodes", "state=ALIVE")
+    assert len(alive) == 2, alive
+    submit(env, address, "semiweak", tmp_path / "job-out",
+           ["--workers", "2", "--epochs", "1", "--method", "supervised", "--set", "scale.placement_strategy=SPREAD",
+            "--set", "demo.per_train_batch=40", "--set", "demo.test_size=64"])
+    workers = ray_list("actors", "class_name=RayTrainWorker")
+    assert len(workers) == 2 and {w["node_id"] for w in workers} == {n["node_id"] for n in alive}
+    assert json.loads((tmp_path / "job-out" / "metrics.json").read_text())["results"]["supervised"]["bags"] == 4
 
 
 def test_job_submit_without_token_is_refused(local_head):
-    env, address = local_head
+    env, address, _, _ = local_head
     env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
     env["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.run([str(BIN / "ray"), "job", "list", f"--address={address}"], env=env,

@@ -48,3 +48,12 @@ def test_second_run_reuses_shards_and_models(demo_run, capsys):
     logged = capsys.readouterr().out
     assert "up to date" in logged and logged.count("skipping training") == 2
     assert again["results"] == first["results"]
+
+
+def test_a_sweep_reads_its_metric_from_the_report(demo_run):
+    """What a `workflows/sweep.py sed` trial reports: the held-out fold's scores of the full model."""
+    from tuning.targets import TARGETS
+
+    _, cfg, report = demo_run
+    final = TARGETS["sed"].final(report, cfg)
+    assert final["macro_ap"] == report["results"]["20"]["full"]["macro_ap"] and {"micro_ap", "segment_f1"} <= set(final)

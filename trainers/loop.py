@@ -54,6 +54,8 @@ class TrainTask(Protocol):
         """Hook for schedules (margin warm-up...). Returns values to log."""
 
     # optional: on_lr_step(model) -> dict, called at each epoch in LoopConfig.lr_milestones
+    # optional: evaluate(model, val_shard) -> dict, called on rank 0 after every epoch when `fit` is
+    #   given a "val" dataset; its values join the epoch's reported metrics (Tune's ASHA reads them)
 
 
 def lr_at(cfg: LoopConfig, epoch: int) -> float:
@@ -146,6 +148,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if config.get("validate") and rank == 0 else None
 
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at(cfg, epoch)
@@ -176,6 +179,10 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch + 1, "loss": loss_sum / count, "acc": correct / count, "lr": lr,
                    "samples_per_s": count / elapsed, "epoch_time_s": elapsed, "resumed_from_epoch": resumed_from,
                    **{k: float(v) for k, v in extra.items()}}
+        if val_shard is not None:
+            core.eval()
+            with torch.no_grad():
+                metrics.update({k: float(v) for k, v in task.evaluate(core, val_shard).items()})
         history.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
@@ -230,8 +237,11 @@ def auto_use_gpu(workers: int) -> bool:
 
 
 def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str, name: str, workers: int = 1,
-        use_gpu: bool | None = None, cpus_per_worker: float = 1.0, callbacks: list | None = None):
-    """Train with `workers` Ray Train workers. A rerun with the same (storage_path, name) resumes."""
+        use_gpu: bool | None = None, cpus_per_worker: float = 1.0, callbacks: list | None = None,
+        placement_strategy: str = "PACK"):
+    """Train with `workers` Ray Train workers. A rerun with the same (storage_path, name) resumes.
+    `datasets` holds "train" (split among the workers) and optionally "val" (whole, evaluated by
+    rank 0 after every epoch through `task.evaluate`)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -242,8 +252,8 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
     ingest.preserve_order = True
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"task": task, "loop": loop},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+        train_loop_config={"task": task, "loop": loop, "validate": "val" in datasets},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, placement_strategy=placement_strategy,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(
             name=name,
@@ -253,7 +263,7 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
             callbacks=callbacks or None,
         ),
         datasets=datasets,
-        dataset_config=DataConfig(execution_options=ingest),
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
     )
     return trainer.fit()
 

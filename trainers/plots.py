@@ -89,20 +89,23 @@ def _numeric(v) -> bool:
 
 
 def plot_training_curves(
-    history: Sequence[Mapping],
+    history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
     path: str | os.PathLike,
     keys: Iterable[str] | None = DEFAULT_CURVE_KEYS,
     title: str = "Training curves",
 ) -> str:
-    """One subplot per metric vs epoch; returns path.
+    """One subplot per metric vs epoch; returns path. `history` is one run's list of per-epoch
+    entries, or {run name: list} to overlay several runs (with a legend).
 
     x is ``entry['epoch']`` when present, else the 1-based entry number. Keys missing from every
     entry are skipped; ``keys=None`` plots every numeric key except 'epoch'. With nothing to plot
     the PNG says so instead of raising, so a training loop can call this after any epoch.
     """
+    runs = dict(history) if isinstance(history, Mapping) else {"": history}
+    entries = [h for run in runs.values() for h in run]
     if keys is None:
-        keys = [k for h in history for k, v in h.items() if k != "epoch" and _numeric(v)]
-    keys = [k for k in dict.fromkeys(keys) if any(_numeric(h.get(k)) for h in history)]
+        keys = [k for h in entries for k, v in h.items() if k != "epoch" and _numeric(v)]
+    keys = [k for k in dict.fromkeys(keys) if any(_numeric(h.get(k)) for h in entries)]
     n = max(len(keys), 1)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
@@ -114,10 +117,13 @@ def plot_training_curves(
         ax.set_axis_off()
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        pts = [(h.get("epoch", j + 1), h[key])
-               for j, h in enumerate(history) if _numeric(h.get(key))]
-        x, y = zip(*pts)
-        ax.plot(x, y, marker="o", ms=3)
+        for name, run in runs.items():
+            pts = [(h.get("epoch", j + 1), h[key]) for j, h in enumerate(run) if _numeric(h.get(key))]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", ms=3, label=name or None)
+        if len(runs) > 1 and i == 0:
+            ax.legend(fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(True, ls=":", lw=0.6)

@@ -48,11 +48,16 @@ class FbankBatch:
         return {"key": np.array(keys), "feats": out, "label": np.array(labels, dtype=np.int64)}
 
 
-def feature_dataset(paths: list[str], front: FrontEnd, shuffle_seed: int | None = None):
-    """Shards -> Ray Dataset of {key, feats (T, F), label}; `shuffle_seed` randomizes shard order."""
+def feature_dataset(paths: list[str], front: FrontEnd, shuffle_seed: int | None = None,
+                    speakers: frozenset | None = None, exclude: bool = False):
+    """Shards -> Ray Dataset of {key, feats (T, F), label}; `shuffle_seed` randomizes shard order.
+    `speakers` (label indices) keeps only those, or with `exclude` all but those, before any fbank."""
     from datasets.shards import read_shards
 
-    return read_shards(paths, shuffle_seed).map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
+    ds = read_shards(paths, shuffle_seed)
+    if speakers is not None:
+        ds = ds.filter(lambda row: (int(row["cls"]) in speakers) != exclude)
+    return ds.map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
 
 
 @dataclasses.dataclass
@@ -75,6 +80,21 @@ class SpeakerTask(HeadTask):
     def build_encoder(self) -> nn.Module:
         return build_encoder(self.encoder, feat_dim=self.front.num_mel_bins, embed_dim=self.embed_dim,
                              **self.encoder_args)
+
+    def evaluate(self, model, val_shard) -> dict[str, float]:
+        """After each epoch (rank 0): EER over every pair of the held-out validation speakers'
+        utterances (full length, cosine), the open-set score sweeps select on."""
+        from trainers.metrics import eer
+
+        embs, labels = [], []
+        for b in val_shard.iter_batches(batch_size=16, batch_format="numpy"):
+            for feats, label in zip(b["feats"], b["label"]):
+                x = torch.from_numpy(mean_normalize(np.asarray(feats, dtype=np.float32)))[None]
+                embs.append(torch.nn.functional.normalize(model.encoder(x), dim=1)[0].numpy())
+                labels.append(int(label))
+        e, labels = np.stack(embs), np.array(labels)
+        i, j = np.triu_indices(len(e), 1)
+        return {"val_eer": eer((e[i] * e[j]).sum(1), (labels[i] == labels[j]).astype(int))}
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])

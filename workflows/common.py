@@ -20,6 +20,7 @@ class ScaleConfig:
     workers: int = 1
     cpus_per_worker: Optional[float] = None   # None: leave at least one CPU for Ray Data
     use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
+    placement_strategy: str = "PACK"          # Ray Train's: PACK (fewest nodes) | SPREAD (one worker per node)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -82,9 +83,11 @@ def in_parallel(fn, folds: list) -> dict:
         return {f: fut.result() for f, fut in futures.items()}
 
 
-def train_or_reuse(task, loop_cfg, out: Path, run_name: str, train_ds_fn, scale, log=print):
+def train_or_reuse(task, loop_cfg, out: Path, run_name: str, train_ds_fn, scale, log=print, val_ds_fn=None,
+                   callbacks=None):
     """Train through trainers.loop.fit, or reuse `out/model.pt` from a finished run of the same config
-    and data. An interrupted run with the same name resumes from its latest checkpoint."""
+    and data. An interrupted run with the same name resumes from its latest checkpoint. `val_ds_fn`:
+    a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's)."""
     import torch
 
     from trainers.loop import fit, load_checkpoint_state
@@ -95,8 +98,10 @@ def train_or_reuse(task, loop_cfg, out: Path, run_name: str, train_ds_fn, scale,
         if saved.get("run_name") == run_name:
             log(f"[train] {model_file} is up to date (run {run_name}); skipping training")
             return saved["state"], saved["history"]
-    result = fit(task, {"train": train_ds_fn()}, loop_cfg, storage_path=str(out / "checkpoints"), name=run_name,
-                 workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log))
+    datasets = {"train": train_ds_fn(), **({"val": val_ds_fn()} if val_ds_fn else {})}
+    result = fit(task, datasets, loop_cfg, storage_path=str(out / "checkpoints"), name=run_name,
+                 workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log),
+                 callbacks=callbacks, placement_strategy=scale.placement_strategy)
     if result.error is not None:
         raise result.error
     state, history = load_checkpoint_state(result.checkpoint)
@@ -143,12 +148,11 @@ def manifest_summary(manifests: dict, digests: dict) -> dict:
                 "skipped": len(m["skipped"])} for s, m in manifests.items()}
 
 
-def write_report(out: Path, report: dict, table: str, plots: Path, log=print) -> None:
-    """metrics.json, results.md (the table), and the closing lines with where to look."""
+def write_report(out: Path, report: dict, table: str, plots: str, log=print) -> None:
+    """metrics.json, results.md (the table), and the closing lines with where to look (`plots`)."""
     write_json(out / "metrics.json", report)
     (out / "results.md").write_text(table + "\n")
-    log("\n" + table)
-    log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots / 'det.png'}, {plots / 'training.png'}")
+    log("\n" + table + f"\n\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots}")
 
 
 def validate_task_config(cfg, make_task, unit: str = "samples per class") -> None:

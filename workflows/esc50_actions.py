@@ -403,9 +403,7 @@ def run(cfg: ESC50Config, esc50: Optional[Path], annotations: Optional[Path], ou
                  + ", ".join(f"{a} {k:.2f}" for a, k in kappa.items() if a != "overall"))
     if notice:
         text += f"\n\n{notice}"
-    common.write_json(out / "metrics.json", report)
-    (out / "results.md").write_text(text + "\n")
-    log("\n" + text + f"\n\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {out / 'plots'}/confusion_*.png")
+    common.write_report(out, report, text, f"{out / 'plots'}/confusion_*.png", log)
     return report
 
 

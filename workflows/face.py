@@ -178,7 +178,7 @@ def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
         "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
     }
     table = results_table(cfg.data.pairs, results)
-    common.write_report(out, report, table, plots, log)
+    common.write_report(out, report, table, f"{plots / 'det.png'}, {plots / 'training.png'}", log)
     return {**report, "det_curves": curves}
 
 

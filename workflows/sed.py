@@ -280,10 +280,7 @@ def run(cfg: SEDConfig, tau: Optional[Path], fsd: Optional[Path], out: Path, log
         "timing_s": {"shards": shard_time, "train_and_eval": run_time},
     }
     text = results_table(table)
-    common.write_json(out / "metrics.json", report)
-    (out / "results.md").write_text(text + "\n")
-    log("\n" + text)
-    log(f"\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {out}/snr*/<variant>/fold*/plots/")
+    common.write_report(out, report, text, f"{out}/snr*/<variant>/fold*/plots/", log)
     return report
 
 

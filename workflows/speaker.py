@@ -31,6 +31,9 @@ class DataConfig:
     shuffle_buffer: int = 128        # shards already hold a seeded permutation; a bigger buffer delays each epoch's first batch
     skip_bad: bool = False           # skip unreadable audio (recorded in the manifest) instead of failing
     trials: list = dataclasses.field(default_factory=list)   # trial lists to score; empty = all found
+    val_speakers: int = 0            # > 0: this many training speakers (seeded) are held out of training, and
+                                     # the EER over all pairs of their utterances is scored after every epoch
+                                     # (val_eer: what sweeps select on, never the test trials)
 
 
 @dataclasses.dataclass
@@ -96,14 +99,24 @@ def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
                            seed=demo.seed)
 
 
-def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_dir: Optional[Path] = None) -> dict:
+def shard_corpus(cfg: SpeakerConfig, layout, root: Path, shards: Path) -> None:
+    """Build (or reuse, when its manifest matches) the train and test shard sets of a corpus."""
+    from datasets.speaker_shards import build_speaker_shards
+
+    build_speaker_shards(layout, root, shards, sample_rate=cfg.data.sample_rate,
+                         samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed,
+                         skip_bad=cfg.data.skip_bad)
+
+
+def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_dir: Optional[Path] = None,
+        callbacks=None) -> dict:
     """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves").
-    `shards_dir` (default OUT/shards) lets several runs share one shard set."""
+    `shards_dir` (default OUT/shards) lets several runs share one shard set; `callbacks` go to the
+    Ray Train run (a Tune sweep passes TuneReportCallback)."""
     import numpy as np
     import torch
 
     from datasets.shards import manifest_digest, shard_paths, verify_shards
-    from datasets.speaker_shards import build_speaker_shards
     from datasets.voxceleb import find_layout
     from trainers import metrics as M
     from trainers.plots import plot_det, plot_training_curves
@@ -124,9 +137,7 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
 
     t0 = time.perf_counter()
     shards = shards_dir or out / "shards"
-    build_speaker_shards(layout, root, shards, sample_rate=cfg.data.sample_rate,
-                         samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed,
-                         skip_bad=cfg.data.skip_bad)
+    shard_corpus(cfg, layout, root, shards)
     manifests = {split: verify_shards(shards / split) for split in ("train", "test")}
     shard_time = time.perf_counter() - t0
     digests = {split: manifest_digest(shards / split) for split in manifests}
@@ -135,9 +146,21 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
     run_name = f"speaker-{config_hash(cfg)}-{digests['train'][:8]}"
     t0 = time.perf_counter()
     train_paths = shard_paths(shards / "train")
+    held_out, val = None, None
+    if cfg.data.val_speakers:
+        n = len(manifests["train"]["classes"])
+        if not 2 <= cfg.data.val_speakers < n:
+            raise ConfigError(f"data.val_speakers must be in [2, {n - 1}] ({n} training speakers), "
+                              f"got {cfg.data.val_speakers}")
+        held_out = frozenset(np.random.default_rng(cfg.train.seed).choice(n, cfg.data.val_speakers,
+                                                                          replace=False).tolist())
+        log(f"[data] {len(held_out)} training speakers held out for per-epoch validation (val_eer)")
+        val_set = feature_dataset(train_paths, task.front, speakers=held_out).materialize()   # scored every epoch
+        val = lambda: val_set  # noqa: E731
     state, history = common.train_or_reuse(
         task, cfg.train, out, run_name,
-        lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed), cfg.scale, log)
+        lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed, speakers=held_out,
+                                exclude=True), cfg.scale, log, val, callbacks)
     train_time = time.perf_counter() - t0
 
     torch.manual_seed(cfg.train.seed)
@@ -175,7 +198,7 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
         "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
     }
     table = results_table(results)
-    common.write_report(out, report, table, plots, log)
+    common.write_report(out, report, table, f"{plots / 'det.png'}, {plots / 'training.png'}", log)
     return {**report, "det_curves": curves}
 
 

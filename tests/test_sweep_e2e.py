@@ -1,0 +1,64 @@
+"""A Tune sweep (Optuna + ASHA, Train V2 runs inside the trials) on this 2-CPU machine, interrupted
+with Ctrl-C after its first trial and resumed with the same command: it finishes without rerunning
+the finished trial, and leaves the table, the best config, the PNGs and the Optuna study."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 3
+
+
+def sweep_cmd(out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "workflows" / "sweep.py"), "semiweak", "--space", "semiweak",
+            "--trials", str(TRIALS), "--out", str(out), "--seed", "1",
+            "--set", "train.epochs=2", "--set", "demo.per_train_batch=70", "--set", "demo.test_size=64",
+            "--set", "width=4"]
+
+
+def test_sweep_is_interrupted_resumed_and_reports(tmp_path):
+    out = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}   # its own local Ray
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"
+    first = subprocess.Popen(sweep_cmd(out), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(out.glob("trials/*/metrics.json")) and first.poll() is None:
+        time.sleep(1)
+    finished = list(out.glob("trials/*/metrics.json"))
+    assert finished, first.communicate()[0][-3000:] if first.poll() is not None else "no trial finished in 10 min"
+    time.sleep(4)                                   # the experiment state is saved every second
+    first.send_signal(signal.SIGINT)                # what Ctrl-C does
+    log, _ = first.communicate(timeout=300)
+    assert len(list(out.glob("trials/*/metrics.json"))) < TRIALS, "interrupted too late to test resuming"
+    stamp = {p: p.stat().st_mtime_ns for p in finished}
+
+    second = subprocess.run(sweep_cmd(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming the interrupted sweep" in second.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()), "a finished trial ran again"
+
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["trials"] == TRIALS and summary["errors"] == 0 and summary["concurrency"] == 1
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == TRIALS + 1 and rows[0].split(",")[:2] == ["trial", "bags.size"]
+    metrics = [float(r.split(",")[list(rows[0].split(",")).index("metric")]) for r in rows[1:] if "finished" in r]
+    assert metrics == sorted(metrics)               # val_count_error: best (lowest) first
+    from trainers.config import load_config
+    from workflows.semiweak import SemiWeakConfig
+
+    best = load_config(SemiWeakConfig, out / "best_config.yaml")
+    assert best.methods == ["two_stage"] and best.data.val_fraction == 0.1 and best.scale.cpus_per_worker is None
+    for png in ("optimization_history", "param_importances", "metric_vs_params"):
+        assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import optuna
+
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) >= TRIALS - 1
