@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,18 +27,26 @@ def sweep_cmd(out: Path) -> list[str]:
 def test_sweep_is_interrupted_resumed_and_reports(tmp_path):
     out = tmp_path / "sweep"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}   # its own local Ray
-    env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"
     first = subprocess.Popen(sweep_cmd(out), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(first.stdout), daemon=True)
+    reader.start()
+    # Interrupt once Tune's controller has recorded a finished trial ("Trial ... completed after N
+    # iterations"): the state it saves on Ctrl-C then holds it. The trial's own files appear earlier.
+    def completed() -> bool:
+        return any("completed after" in line for line in list(lines))
+
     deadline = time.time() + 600
-    while time.time() < deadline and not list(out.glob("trials/*/metrics.json")) and first.poll() is None:
-        time.sleep(1)
-    finished = list(out.glob("trials/*/metrics.json"))
-    assert finished, first.communicate()[0][-3000:] if first.poll() is not None else "no trial finished in 10 min"
-    time.sleep(4)                                   # the experiment state is saved every second
+    while time.time() < deadline and first.poll() is None and not completed():
+        time.sleep(0.5)
+    assert first.poll() is None, "".join(lines)[-3000:]
+    assert completed(), "no trial finished in 10 min"
     first.send_signal(signal.SIGINT)                # what Ctrl-C does
-    log, _ = first.communicate(timeout=300)
-    assert len(list(out.glob("trials/*/metrics.json"))) < TRIALS, "interrupted too late to test resuming"
+    first.wait(timeout=300)
+    reader.join(timeout=10)
+    finished = list(out.glob("trials/*/metrics.json"))
+    assert finished and len(finished) < TRIALS, "interrupted too late to test resuming"
     stamp = {p: p.stat().st_mtime_ns for p in finished}
 
     second = subprocess.run(sweep_cmd(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -109,10 +109,11 @@ def shard_corpus(cfg: SpeakerConfig, layout, root: Path, shards: Path) -> None:
 
 
 def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_dir: Optional[Path] = None,
-        callbacks=None) -> dict:
+        callbacks=None, score_untrained: bool = True) -> dict:
     """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves").
     `shards_dir` (default OUT/shards) lets several runs share one shard set; `callbacks` go to the
-    Ray Train run (a Tune sweep passes TuneReportCallback)."""
+    Ray Train run (a Tune sweep passes TuneReportCallback); `score_untrained` also scores the
+    untrained encoder (the same weights for every head: the comparison scores it once)."""
     import numpy as np
     import torch
 
@@ -167,7 +168,7 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
     untrained = task.build_encoder().state_dict()
     test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
-    systems = {"trained": encoder_state(state["model"]), "untrained": untrained}
+    systems = {"trained": encoder_state(state["model"]), **({"untrained": untrained} if score_untrained else {})}
     embeddings = {name: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers)
                   for name, enc in systems.items()}
     results, curves = {}, {}
@@ -220,15 +221,17 @@ def compare_heads(cfg: SpeakerConfig, data: Optional[Path], out: Path, heads: li
 
     root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
     rows, curves = {}, {}
-    for name in heads:
+    for i, name in enumerate(heads):
         log(f"[compare] head {name}")
         report = run(dataclasses.replace(cfg, head={"name": name}), root, out / "heads" / name, log,
-                     shards_dir=out / "shards")
+                     shards_dir=out / "shards", score_untrained=i == 0)
         trials = sorted(report["trials"])[0]
         rows[name] = {**report["trials"][trials]["trained"], "train_time_s": report["timing_s"]["train"]}
         curves[name] = report["det_curves"][f"{trials} trained"]
-    rows["(untrained encoder)"] = {**report["trials"][trials]["untrained"], "train_time_s": 0.0}
-    curves["(untrained encoder)"] = report["det_curves"][f"{trials} untrained"]
+        if i == 0:
+            untrained = report["trials"][trials]["untrained"], report["det_curves"][f"{trials} untrained"]
+    rows["(untrained encoder)"] = {**untrained[0], "train_time_s": 0.0}
+    curves["(untrained encoder)"] = untrained[1]
     (out / "plots").mkdir(exist_ok=True)
     plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each")
     lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]
