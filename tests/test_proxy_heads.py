@@ -293,7 +293,55 @@ def test_centroid_cosines_equal_direct_cosines_in_any_batch_order():
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
     x, y = x[perm], y[perm]
     head = build_head("mask_proxy", 5, 7, k=4)
-    e, classes, inverse, c, _ = head._parts(x, y)
-    got = head.centroid_cosines(head.proxy_cosines(e), inverse, c)
+    e, classes, inverse, c, loo = head._parts(x, y)
+    _, got = head.masked_and_centroid_cosines(head.proxy_cosines(e), e, classes, inverse, c, loo)
     want = F.normalize(c, dim=1) @ F.normalize(head.weight, dim=1).t()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _mp_autograd(head, x, y):
+    """MP written with plain autograd ops, one query at a time (the masked proxy matrix built
+    row by row), for comparing gradients with the head's fused autograd functions."""
+    e = F.normalize(x, dim=1)
+    W = F.normalize(head.weight, dim=1)
+    w, b = head.w.clamp(min=1e-6), head.b
+    labels = [int(v) for v in y]
+    classes = sorted(set(labels))
+    members = {c: [j for j, lab in enumerate(labels) if lab == c] for c in classes}
+    centroid = {c: e[members[c]].mean(0) for c in classes}
+    queries = []
+    for i, s in enumerate(labels):
+        rows = [(e[[m for m in members[j] if m != i]].mean(0) if j == s else centroid[j])
+                if head.mask and j in members else W[j] for j in range(head.num_classes)]
+        queries.append(w * (F.normalize(torch.stack(rows), dim=1) @ e[i]) + b)
+    loss = F.cross_entropy(torch.stack(queries), y)
+    cents = torch.stack([F.normalize(centroid[c], dim=0) for c in classes])
+    return loss + head.lam * F.cross_entropy(w * cents @ W.t() + b, torch.tensor(classes))
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_mask_proxy_gradients_equal_plain_autograd(mask):
+    x, y = _pk(P=3, K=3, D=5, C=7)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(2))
+    x, y = x[order], y[order]
+    head = build_head("mask_proxy", 5, 7, k=3, lam=0.5, mask=mask)
+    params = (head.weight, head.w)
+    grads = []
+    for fn in (head, lambda a, b: _mp_autograd(head, a, b)):
+        xi = x.clone().requires_grad_()
+        loss = fn(xi, y)
+        grads.append([loss.detach(), *torch.autograd.grad(loss, (xi, *params))])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_autograd_functions_gradcheck():
+    from trainers.proxy_heads import _Gram, _MaskAndPool
+    g = torch.Generator().manual_seed(5)
+    cos = torch.rand(6, 9, generator=g, dtype=torch.float64).requires_grad_()
+    members = torch.tensor([[4, 0], [1, 5], [2, 3]])
+    cols = torch.tensor([[2, 7, 8]]).expand(6, -1)
+    values = torch.rand(6, 3, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c, v: _MaskAndPool.apply(c.clone(), members, cols, v),
+                                    (cos, values))
+    assert torch.autograd.gradcheck(_Gram.apply, (values,))

@@ -89,9 +89,13 @@ class SoftmaxHead(Head):
         return f"embed_dim={self.embed_dim}, num_classes={self.num_classes}"
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of two (N, D) matrices without an (N, D) temporary."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+def _rowdot(a: torch.Tensor, b: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """Row-wise dot products of two (N, D) matrices, in blocks of `rows` rows: no (N, D)
+    temporary, and ~3x faster than a batched (1, D) x (D, 1) product on CPU."""
+    out = torch.empty(a.shape[0], dtype=a.dtype, device=a.device)
+    for i in range(0, a.shape[0], rows):
+        torch.sum(a[i:i + rows] * b[i:i + rows], dim=1, out=out[i:i + rows])
+    return out
 
 
 class _CosineMatrix(torch.autograd.Function):
@@ -524,9 +528,15 @@ def _power_map(z: torch.Tensor, t: float) -> torch.Tensor:
     return z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(t).mul_(2.0).sub_(1.0)
 
 
+def _power_slope(z: torch.Tensor, t: float) -> torch.Tensor:
+    """g'(z) = t((z + 1)/2)^(t−1), 0 outside [−1, 1] where `_power_map` clamps."""
+    inside = (z >= -1.0) & (z <= 1.0)
+    return z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(t - 1.0).mul_(t).mul_(inside)
+
+
 class _PowerMap(torch.autograd.Function):
-    """g(z) with its gradient t((z + 1)/2)^(t−1) (0 where the clamp is active), saving only z:
-    autograd through clamp, add, pow and mul would keep three (B, K) tensors."""
+    """g(z) with its gradient g'(z), saving only z: autograd through clamp, add, pow and mul
+    would keep three (B, K) tensors."""
 
     @staticmethod
     def forward(ctx, z, t):
@@ -537,9 +547,32 @@ class _PowerMap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (z,) = ctx.saved_tensors
-        inside = (z >= -1.0) & (z <= 1.0)
-        slope = z.clamp(-1.0, 1.0).add_(1.0).mul_(0.5).pow_(ctx.t - 1.0).mul_(ctx.t)
-        return slope.mul_(grad).mul_(inside), None
+        return _power_slope(z, ctx.t).mul_(grad), None
+
+
+class _SoftplusSum(torch.autograd.Function):
+    """Σ_ij softplus(r·(g(cos_ij) + c) + b): SphereFace2's loss with every entry taken as a
+    non-target, saving only cos (autograd would keep cos for g's gradient and the logits for the
+    softplus's: two (B, K) tensors). Gradient σ(z)·r·g'(cos), or σ(z)·r with detach (CGD: the
+    margined value, cos θ's gradient)."""
+
+    @staticmethod
+    def forward(ctx, cos, b, r, c, t, detach):
+        ctx.consts = (r, c, t, detach)
+        ctx.save_for_backward(cos, b)
+        return F.softplus(_power_map(cos, t).add_(c).mul_(r).add_(b)).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, b = ctx.saved_tensors
+        r, c, t, detach = ctx.consts
+        sig = _power_map(cos, t).add_(c).mul_(r).add_(b).sigmoid_()
+        gb = (sig.sum() * grad).view_as(b)
+        gcos = sig.mul_(grad * r)
+        if not detach:  # in blocks of rows: g'(cos) needs a temporary the size of its input
+            for i in range(0, cos.shape[0], 32):
+                gcos[i:i + 32].mul_(_power_slope(cos[i:i + 32], t))
+        return gcos, gb, None, None, None, None
 
 
 @register_head("sphereface2")
@@ -622,23 +655,22 @@ class SphereFace2Head(HypersphereHead):
                         - (log_sqrt + math.log1p((z - 1.0) * math.exp(-log_sqrt))))
         return math.log(2 * z) - a_i - log_term
 
+    def target_margined(self, cos_y: torch.Tensor) -> torch.Tensor:
+        """The margined g of the target cosines (B, 1)."""
+        if self.margin_type == "C":
+            return self.g(cos_y) - self.m
+        theta_y = _acos(cos_y)
+        if self.margin_type == "A":
+            return self.g(torch.cos((theta_y + self.m).clamp(max=math.pi)))
+        return self.g(torch.cos((self.m * theta_y).clamp(1e-5, math.pi)))
+
+    def nontarget_shift(self) -> float:
+        return self.m if self.margin_type == "C" else 0.0
+
     def margined(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """cos θ + d_θ (B, K), the margined g, built in place on one new tensor."""
-        z = self.g(cos)
-        if self.margin_type == "C":  # − m(2·onehot − 1)
-            return z.add_(self.m).scatter_add_(1, idx, torch.full_like(idx, -2.0 * self.m,
-                                                                       dtype=z.dtype))
-        theta_y = _acos(_target(cos, idx))
-        if self.margin_type == "A":
-            cos_m = torch.cos((theta_y + self.m).clamp(max=math.pi))
-        else:
-            cos_m = torch.cos((self.m * theta_y).clamp(1e-5, math.pi))
-        return z.scatter_(1, idx, self.g(cos_m))
-
-    def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """d_θ (B, K): margined g minus cos θ, under no_grad when detach (CGD)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach):
-            return self.margined(cos, idx).sub_(cos)
+        return self.g(cos).add_(self.nontarget_shift()).scatter_(
+            1, idx, self.target_margined(_target(cos, idx)))
 
     def logits(self, x, y=None):
         cos = self.cosine(x)
@@ -646,18 +678,33 @@ class SphereFace2Head(HypersphereHead):
             return cos
         idx = y.view(-1, 1).long()
         if self.detach:  # d_θ's value, cos θ's gradient; in place: one B×K tensor
-            z = self.margin_term(cos, idx).add_(cos)
+            with torch.no_grad():
+                d = self.margined(cos, idx).sub_(cos)
+            z = d.add_(cos)
         else:
             z = self.margined(cos, idx)
         return z.mul_(self.r).add_(self.bias.float())
 
+    def target_logits(self, cos_y: torch.Tensor):
+        """(margined target logits, the target entries' logits in the non-target form), (B, 1)
+        each; with detach the values carry the margin and the gradient is r·∂cos θ_y."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach):
+            pos = self.target_margined(cos_y)
+            neg = self.g(cos_y) + self.nontarget_shift()
+        if self.detach:
+            pos, neg = (cos_y + (v - cos_y).detach() for v in (pos, neg))
+        b = self.bias.float()
+        return pos * self.r + b, neg * self.r + b
+
     def forward(self, x, y):
-        z = self.logits(x, y)
-        idx = y.view(-1, 1).long()
-        z_y = z.gather(1, idx)
-        neg = F.softplus(z).sum() - F.softplus(z_y).sum()  # Σ_{j≠y} softplus(z_j)
+        cos = self.cosine(x)
+        z_y, z_y_as_neg = self.target_logits(_target(cos, y.view(-1, 1).long()))
+        # Σ_{j≠y} softplus(z_j): every entry in the non-target form, minus the targets'
+        everything = _SoftplusSum.apply(cos, self.bias.float(), self.r, self.nontarget_shift(),
+                                        self.t, self.detach)
+        neg = everything - F.softplus(z_y_as_neg).sum()
         pos = F.softplus(-z_y).sum()
-        return self.lw / self.r * (self.lam * pos + (1.0 - self.lam) * neg) / z.shape[0]
+        return self.lw / self.r * (self.lam * pos + (1.0 - self.lam) * neg) / cos.shape[0]
 
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, "

@@ -29,7 +29,7 @@ DET_LO = 0.0005  # visible range starts a little below the 0.1% tick
 DEFAULT_CURVE_KEYS = ("loss", "acc", "val_loss", "val_acc", "eer", "min_dcf_0.01", "lr")
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
@@ -81,7 +81,7 @@ def plot_det(
     ax.set_title(title)
     ax.grid(True, ls=":", lw=0.6)
     ax.legend(loc="best", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _numeric(v) -> bool:
@@ -128,7 +128,7 @@ def plot_training_curves(
         ax.set_title(key)
         ax.grid(True, ls=":", lw=0.6)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_activity(logmel: np.ndarray, truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
@@ -151,7 +151,7 @@ def plot_activity(logmel: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
         ax.set_title(name, fontsize="small")
     axes[2].set_xlabel("time (s)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> str:
@@ -170,4 +170,4 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | os.Pa
     ax.set_ylabel("true")
     ax.set_title(f"{title} (accuracy {100 * np.trace(m) / max(m.sum(), 1):.1f}%)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -75,15 +75,16 @@ def _k(k) -> int:
 class _ScaledCrossEntropy(torch.autograd.Function):
     """mean_i CE(s·cos_i + b, y_i) for scalar tensors s, b, saving only cos and the row
     log-sum-exps: autograd would keep cos for s's gradient and the log-softmax as well, and
-    build the gradient in three (B, C) tensors; the backward here builds it in one."""
+    build the gradient in three (B, C) tensors; the backward here builds it in one.
+    b is added to every logit of a row alike, so it cancels: the value is computed without it and
+    its gradient is exactly 0 (it stays an input so that b always gets a gradient, as DDP needs)."""
 
     @staticmethod
     def forward(ctx, cos, s, b, y):
         rows = torch.arange(cos.shape[0], device=cos.device)
-        logits = (cos * s).add_(b)
-        target = logits[rows, y]
-        top = logits.amax(dim=1)  # log-sum-exp in place: one (B, C) temporary in all
-        lse = logits.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
+        target = cos[rows, y] * s
+        top = cos.amax(dim=1) * s  # s > 0; log-sum-exp in one (B, C) temporary
+        lse = torch.addcmul(-top[:, None], cos, s).exp_().sum(dim=1).log_().add_(top)
         ctx.save_for_backward(cos, s, b, y, lse)
         return (lse - target).mean()
 
@@ -91,17 +92,56 @@ class _ScaledCrossEntropy(torch.autograd.Function):
     def backward(ctx, g):
         cos, s, b, y, lse = ctx.saved_tensors
         rows = torch.arange(cos.shape[0], device=cos.device)
-        p = (cos * s).add_(b).sub_(lse[:, None]).exp_()  # softmax
+        p = torch.addcmul(-lse[:, None], cos, s).exp_()  # softmax
         p[rows, y] -= 1.0
         g = g / cos.shape[0]
         gs = torch.dot(p.view(-1), cos.reshape(-1)) * g
-        gb = p.sum() * g
-        return p.mul_(s * g), gs.view_as(s), gb.view_as(b), None
+        return p.mul_(s * g), gs.view_as(s), torch.zeros_like(b), None
 
 
 def scaled_cross_entropy(cos, s, b, y):
     """F.cross_entropy(s * cos + b, y) with less memory; see `_ScaledCrossEntropy`."""
     return _ScaledCrossEntropy.apply(cos, s, b, y)
+
+
+class _MaskAndPool(torch.autograd.Function):
+    """From the (B, C) query-vs-proxy cosines: (masked, pooled), masked = cos with columns `cols`
+    of each row overwritten by `values` (in place), pooled (P, C) = the sum of the unmasked rows
+    of each class (`members`: (P, K) row indices). Autograd would build cos's gradient in six
+    (B, C) passes (scatter's clone and zeroing, index_select's zeros and index_add, the sum's
+    expand, adding the two paths); here in two."""
+
+    @staticmethod
+    def forward(ctx, cos, members, cols, values):
+        pooled = cos.index_select(0, members[:, 0])
+        for k in range(1, members.shape[1]):
+            pooled += cos.index_select(0, members[:, k])
+        cos.scatter_(1, cols, values)
+        ctx.mark_dirty(cos)
+        ctx.save_for_backward(members, cols)
+        return cos, pooled
+
+    @staticmethod
+    def backward(ctx, g_masked, g_pooled):
+        members, cols = ctx.saved_tensors
+        g = g_masked.scatter(1, cols, 0.0)
+        for k in range(members.shape[1]):
+            g.index_add_(0, members[:, k], g_pooled)
+        return g, None, None, g_masked.gather(1, cols)
+
+
+class _Gram(torch.autograd.Function):
+    """e @ eᵀ with a backward of one matrix product, (G + Gᵀ)·e, instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, e):
+        ctx.save_for_backward(e)
+        return e @ e.t()
+
+    @staticmethod
+    def backward(ctx, g):
+        (e,) = ctx.saved_tensors
+        return (g + g.t()) @ e
 
 
 @register_head("mask_proxy", "mp")
@@ -133,18 +173,6 @@ class MaskProxyHead(Head):
         """(B, C) cos(x_i, W_j)."""
         return cosine_matrix(x.float(), self.weight.float())
 
-    @staticmethod
-    def centroid_cosines(cos, inverse, c) -> torch.Tensor:
-        """(P, C) cos(c_s, W) from the queries' cosines: c_s is the mean of unit vectors, so
-        c_s·ŵ = mean_{i in s} cos(e_i, W) and cos(c_s, W) = Σ_{i in s} cos(e_i, W) / (K‖c_s‖)
-        — a sum over the batch instead of another (P × D) @ (D × C) product and its gradient."""
-        k = cos.shape[0] // c.shape[0]
-        inv = (k * torch.linalg.vector_norm(c, dim=1)).clamp_min(1e-12).reciprocal()
-        # rows grouped by class (exactly K each, checked) then summed: index_select keeps only
-        # the order for backward (index_add would keep `cos` itself alive until then)
-        grouped = cos.index_select(0, torch.argsort(inverse, stable=True))
-        return grouped.view(c.shape[0], k, cos.shape[1]).sum(1) * inv[:, None]
-
     def logits(self, x, y=None):
         """Plain w·cos(x, W) + b over all classes (accuracy, eval)."""
         with torch.autocast(x.device.type, enabled=False):
@@ -175,28 +203,34 @@ class MaskProxyHead(Head):
         P = classes.numel()
         sums = torch.zeros(P, e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, inverse, e)
         c = sums / self.k
-        loo = (sums[inverse] - e) / (self.k - 1)
+        loo = (sums.index_select(0, inverse) - e) / (self.k - 1)  # (a backward without index_put)
         return e, classes, inverse, c, loo
 
-    def masked_cosines(self, cos, e, classes, inverse, c, loo) -> torch.Tensor:
-        """(B, C) cosines of each query against its masked proxy matrix M^(i), from its (B, C)
-        cosines `cos` against the proxies."""
-        if not self.mask:
-            return cos
-        cos_c = e @ F.normalize(c, dim=1).t()                        # (B, P) vs full centroids
-        own = (e * F.normalize(loo, dim=1)).sum(1)                   # (B,) vs own LOO centroid
-        cos_c = cos_c.scatter(1, inverse.view(-1, 1), own.view(-1, 1))
-        idx = classes.view(1, -1).expand(e.shape[0], -1)
-        return cos.scatter(1, idx, cos_c)
+    def masked_and_centroid_cosines(self, cos, e, classes, inverse, c, loo):
+        """(masked (B, C), centroid (P, C)) from the (B, C) query-vs-proxy cosines `cos`, which
+        are overwritten. masked[i] = cos(e_i, M^(i)) (unchanged when mask=False); centroid =
+        cos(c_s, W), got from the queries' cosines: c_s is the mean of K unit vectors, so
+        cos(c_s, W) = Σ_{i in s} cos(e_i, W) / (K‖c_s‖), a sum instead of another
+        (P × D) @ (D × C) product and its gradient."""
+        members = torch.argsort(inverse, stable=True).view(classes.numel(), self.k)
+        if self.mask:
+            cos_c = e @ F.normalize(c, dim=1).t()                    # (B, P) vs full centroids
+            own = (e * F.normalize(loo, dim=1)).sum(1)               # (B,) vs own LOO centroid
+            values = cos_c.scatter(1, inverse.view(-1, 1), own.view(-1, 1))
+            cols = classes.view(1, -1).expand(e.shape[0], -1)
+        else:
+            values, cols = e.new_empty(e.shape[0], 0), inverse.new_empty(e.shape[0], 0)
+        masked, pooled = _MaskAndPool.apply(cos, members, cols, values)
+        inv = (self.k * torch.linalg.vector_norm(c, dim=1)).clamp_min(1e-12).reciprocal()
+        return masked, pooled * inv[:, None]
 
     def mp_loss(self, x, y, parts=None):
         e, classes, inverse, c, loo = parts if parts is not None else self._parts(x, y)
         s, b = self.scale(), self.b
-        cos = self.proxy_cosines(e)
-        cos_cw = self.centroid_cosines(cos, inverse, c) if self.lam > 0 else None
-        cos = self.masked_cosines(cos, e, classes, inverse, c, loo)  # the unmasked copy is freed
+        cos, cos_cw = self.masked_and_centroid_cosines(self.proxy_cosines(e), e, classes, inverse,
+                                                       c, loo)
         loss = scaled_cross_entropy(cos, s, b, y)
-        if cos_cw is not None:
+        if self.lam > 0:
             loss = loss + self.lam * scaled_cross_entropy(cos_cw, s, b, classes)
         return loss
 
@@ -226,7 +260,7 @@ class MultinomialMaskProxyHead(MaskProxyHead):
 
     def multinomial_loss(self, e, classes, inverse) -> torch.Tensor:
         s = self.scale()
-        sim = s * (e @ e.t())                                        # (B, B)
+        sim = s * _Gram.apply(e)                                     # (B, B)
         same = inverse.view(-1, 1) == inverse.view(1, -1)
         eye = torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
         neg_inf = torch.finfo(sim.dtype).min

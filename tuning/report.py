@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from trainers.plots import _save
+from trainers.plots import save_figure
 
 
 def trial_rows(result_grid, params: list[str], metric: str) -> list[dict]:
@@ -86,7 +86,7 @@ def plot_sweep(rows: list[dict], params: list[str], metric: str, mode: str, valu
     ax.set_title("Optimization history")
     ax.legend()
     ax.grid(True, ls=":", lw=0.6)
-    paths.append(_save(fig, out / "optimization_history.png"))
+    paths.append(save_figure(fig, out / "optimization_history.png"))
 
     fig = Figure(figsize=(6, 0.5 + 0.45 * max(len(importances), 1)))
     ax = fig.add_subplot()
@@ -98,7 +98,7 @@ def plot_sweep(rows: list[dict], params: list[str], metric: str, mode: str, valu
         ax.text(0.5, 0.5, "too few finished trials to rank parameters", ha="center", va="center")
         ax.set_axis_off()
     ax.set_title(f"Parameter importances for {metric}")
-    paths.append(_save(fig, out / "param_importances.png"))
+    paths.append(save_figure(fig, out / "param_importances.png"))
 
     fig = Figure(figsize=(4 * len(params), 3.5))
     for i, p in enumerate(params):
@@ -114,7 +114,7 @@ def plot_sweep(rows: list[dict], params: list[str], metric: str, mode: str, valu
         ax.set_ylabel(metric)
         ax.grid(True, ls=":", lw=0.6)
     fig.tight_layout()
-    paths.append(_save(fig, out / "metric_vs_params.png"))
+    paths.append(save_figure(fig, out / "metric_vs_params.png"))
     return paths
 
 

@@ -47,6 +47,10 @@ SPACES: dict[str, dict] = {
     "mmp": {"workflow": "speaker", "fixed": {"head.name": "mmp", "head.k": 2},
             "params": {"head.lam": {"uniform": [0.0, 2.0]}, "head.mmp_weight": {"uniform": [0.1, 2.0]},
                        "head.mmp_proxy_negatives": {"choice": [True, False]}}},
+    # faces: the face workflow's default head, SphereFace2 (C), on the face backbone
+    "face_sphereface2": {"workflow": "face", "fixed": {"head.name": "sphereface2"},
+                         "params": {"head.lam": {"uniform": [0.5, 0.9]}, "head.r": {"choice": [16, 32, 40, 64]},
+                                    "head.m": {"uniform": [0.1, 0.5]}}},
     # weakly-supervised SED ablations (one held-out fold per trial, 20 dB)
     "sed": {"workflow": "sed", "fixed": {},
             "params": {"model.aux_decoder": {"choice": [True, False]}, "model.alpha": {"loguniform": [1e-4, 1e-1]},

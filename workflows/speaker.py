@@ -156,8 +156,8 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
         held_out = frozenset(np.random.default_rng(cfg.train.seed).choice(n, cfg.data.val_speakers,
                                                                           replace=False).tolist())
         log(f"[data] {len(held_out)} training speakers held out for per-epoch validation (val_eer)")
-        val_set = feature_dataset(train_paths, task.front, speakers=held_out).materialize()   # scored every epoch
-        val = lambda: val_set  # noqa: E731
+        # scored every epoch: materialized once, and only when training runs (not when reused)
+        val = lambda: feature_dataset(train_paths, task.front, speakers=held_out).materialize()  # noqa: E731
     state, history = common.train_or_reuse(
         task, cfg.train, out, run_name,
         lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed, speakers=held_out,
