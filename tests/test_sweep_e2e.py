@@ -64,7 +64,7 @@ def test_sweep_is_interrupted_resumed_and_reports(tmp_path):
     from workflows.semiweak import SemiWeakConfig
 
     best = load_config(SemiWeakConfig, out / "best_config.yaml")
-    assert best.methods == ["two_stage"] and best.data.val_fraction == 0.1 and best.scale.cpus_per_worker is None
+    assert best.methods == ["two_stage"] and best.data.val_fraction == 0.1 and best.scale.cpu_budget is None
     for png in ("optimization_history", "param_importances", "metric_vs_params"):
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import optuna

@@ -17,7 +17,7 @@ def test_every_named_space_resolves_and_validates(name):
         sampled = {k: args[pick] for k, spec in space["params"].items() for args in spec.values()}
         cfg = trial_config(target, settings, sampled, 0.5)
         target.workflow().validate(cfg)
-        assert cfg.scale.cpus_per_worker == 0.5
+        assert cfg.scale.cpu_budget == 0.5
         for key, value in sampled.items():
             node = cfg
             for part in key.split("."):
@@ -35,14 +35,13 @@ def test_sampled_values_beat_fixed_and_user_overrides():
 
 def test_concurrency_plan_leaves_a_cpu_for_data():
     assert plan_concurrency(2, 0, 1, False, trials=8) == (1, 1.0)
-    assert plan_concurrency(8, 0, 2, False, trials=8) == (3, 1.0)
-    assert plan_concurrency(8, 0, 2, False, trials=8, requested=2) == (2, 1.0)    # --max-concurrent caps
-    assert plan_concurrency(8, 0, 2, False, trials=8, requested=7) == (3, 1.0)    # ...but never overfills
-    assert plan_concurrency(8, 0, 3, False, trials=2) == (2, 1.0)
-    n, share = plan_concurrency(3, 0, 4, False, trials=8)
-    assert n == 1 and n * 4 * share == pytest.approx(2)                          # fractional, one CPU free
+    assert plan_concurrency(8, 0, 2, False, trials=8) == (3, 2.0)
+    assert plan_concurrency(8, 0, 2, False, trials=8, requested=2) == (2, 2.0)    # --max-concurrent caps
+    assert plan_concurrency(8, 0, 2, False, trials=8, requested=7) == (3, 2.0)    # ...but never overfills
+    assert plan_concurrency(8, 0, 3, False, trials=2) == (2, 3.0)
+    assert plan_concurrency(3, 0, 4, False, trials=8) == (1, 2.0)                 # 0.5 CPU a worker, one free
     assert plan_concurrency(16, 4, 1, True, trials=8) == (4, 1.0)
-    assert plan_concurrency(16, 4, 2, True, trials=1) == (1, 1.0)
+    assert plan_concurrency(16, 4, 2, True, trials=1) == (1, 2.0)
     assert plan_concurrency(8, 0, 1, True, trials=32) == (1, 1.0)                # GPU nodes not up yet
     assert plan_concurrency(8, 0, 1, True, trials=32, requested=4) == (4, 1.0)   # the autoscaler adds them
 
@@ -90,3 +89,15 @@ def test_asha_is_refused_without_the_state_api(ray_local, tmp_path):
     settings = SweepSettings("semiweak", load_space("semiweak"), trials=2, scheduler="asha")
     with pytest.raises(ConfigError, match="ASHA needs Ray's state API"):
         sweep(settings, tmp_path / "o")
+
+
+def test_a_trials_cpu_budget_is_shared_by_its_parallel_runs():
+    """ESC-50 trains its five folds as parallel Ray Train runs: inside a trial they share the trial's
+    budget (pinning every worker to it would take 5 CPUs of a 2-CPU machine and hang the sweep)."""
+    from workflows import common
+
+    settings = SweepSettings("esc50_actions", load_space("esc50"), trials=1)
+    cfg = trial_config(TARGETS["esc50_actions"], settings, {"aggregators": "mean", "models": "fusion_early"}, 1.0)
+    folds = len(cfg.test_folds)
+    assert folds > 1 and common.cpus_per_worker(cfg.scale) == 1.0
+    assert common.parallel_runs_scale(cfg.scale, folds, log=lambda *a: None).cpus_per_worker == pytest.approx(1 / folds)

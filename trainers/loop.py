@@ -208,14 +208,16 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
         yield {k: torch.from_numpy(np.ascontiguousarray(b[k], dtype=dtype)) for k, dtype in columns.items()}
 
 
-def cpus_leaving_one_for_data(n: int) -> float:
+def cpus_leaving_one_for_data(n: int, budget: float | None = None) -> float:
     """CPUs for each of `n` long-lived workers or actors so that at least one CPU stays free for the
     Ray Data read tasks that feed them: on a small cluster, n actors of 1 CPU each would take every
-    CPU and the read task would wait forever (a deadlock, not an error)."""
+    CPU and the read task would wait forever (a deadlock, not an error). `budget`: the CPUs the n may
+    hold together (default: the cluster's but one)."""
     import ray
 
-    total = ray.cluster_resources().get("CPU", 1)
-    return min(1.0, max(total - 1, 0.5) / max(n, 1))
+    if budget is None:
+        budget = max(ray.cluster_resources().get("CPU", 1) - 1, 0.5)
+    return min(1.0, budget / max(n, 1))
 
 
 def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int):

@@ -14,16 +14,17 @@ import yaml
 from trainers.plots import save_figure
 
 
-def trial_rows(result_grid, params: list[str], metric: str) -> list[dict]:
-    """One row per trial: its sampled values, last metric, epochs reported, how it ended."""
+def trial_rows(result_grid, params: list[str], metric: str, per_epoch: bool = True) -> list[dict]:
+    """One row per trial: its sampled values, last metric, epochs reported (for workflows that
+    report every epoch; the others report once, at the end), how it ended."""
     rows = []
     for r in result_grid:
         last = r.metrics or {}
         iterations = int(last.get("training_iteration", 0))
         final = bool(last.get("final"))
+        epochs = {"epochs": iterations - 1 if final else iterations} if per_epoch else {}  # the final report is not an epoch
         rows.append({"trial": last.get("trial_id", ""), **{p: r.config.get(p) for p in params},
-                     "metric": last.get(metric),
-                     "epochs": iterations - 1 if final else iterations,   # the final report is not an epoch
+                     "metric": last.get(metric), **epochs,
                      "status": "error" if r.error else "finished" if final else "stopped early",
                      "trial_out": last.get("trial_out", ""),
                      **{k: v for k, v in last.items() if k.startswith(("test_", "val_")) and k != metric}})
@@ -57,13 +58,13 @@ def write_tables(rows: list[dict], metric: str, out: Path) -> str:
 
 
 def write_best_config(best: dict, out: Path) -> Path | None:
-    """The best finished trial's resolved config (from its metrics.json), CPU share reset to automatic."""
+    """The best finished trial's resolved config (from its metrics.json), CPU budget reset to automatic."""
     metrics = Path(best.get("trial_out") or "/nonexistent") / "metrics.json"
     if not metrics.is_file():
         return None
     config = json.loads(metrics.read_text())["config"]
     if isinstance(config.get("scale"), dict):
-        config["scale"]["cpus_per_worker"] = None   # the sweep's share of its cluster, not the best value's
+        config["scale"]["cpu_budget"] = None   # the sweep's share of its cluster, not the best value's
     path = out / "best_config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

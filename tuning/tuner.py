@@ -7,7 +7,7 @@ ASHA can stop weak trials early. The trial ends with one more report holding the
 
 Small-cluster trap (DESIGN 2): trials that reserve every CPU starve the Ray Data tasks that feed
 them and the sweep hangs. `plan_concurrency` runs as many trials at once as fit while one CPU stays
-free, and pins each trial's workers to their CPU share (`scale.cpus_per_worker`).
+free, and gives each trial its CPU budget (`scale.cpu_budget`), which its workers share.
 
 An interrupted sweep resumes with `Tuner.restore` (finished trials are not rerun), and Optuna's
 study lives in `OUT/optuna.db` (`optuna-dashboard sqlite:///OUT/optuna.db` or `optuna.load_study`).
@@ -45,38 +45,40 @@ class SweepSettings:
 
 def plan_concurrency(cpus: float, gpus: float, workers: int, use_gpu: bool, trials: int,
                      requested: int = 0) -> tuple[int, float]:
-    """(trials at once, CPUs per training worker). CPU trials: each worker gets up to one CPU and one
-    CPU stays free for Ray Data; `requested` can only lower that. GPU trials: one GPU per worker,
-    as many trials as the GPUs up now hold, or `requested` (an autoscaling cluster starts with no
-    GPU node: the trials' GPU requests are what make it add them)."""
+    """(trials at once, CPUs each trial's training workers hold together: its `scale.cpu_budget`).
+    CPU trials: each worker gets up to one CPU and one CPU stays free for Ray Data; `requested` can
+    only lower that. GPU trials: one GPU per worker, as many trials as the GPUs up now hold, or
+    `requested` (an autoscaling cluster starts with no GPU node: the trials' GPU requests are what
+    make it add them). A workflow that runs several Ray Train runs at once (ESC-50's folds) splits
+    its trial's budget among them."""
     usable = max(cpus - 1, 0.5)
     if use_gpu:
         concurrency = max(1, min(requested or int(gpus // workers), trials))
-        return concurrency, min(1.0, usable / (concurrency * workers))
-    fit = max(1, math.floor(usable / workers))
-    concurrency = max(1, min(fit, trials, requested or fit))
-    return concurrency, min(1.0, usable / (concurrency * workers))
+    else:
+        fit = max(1, math.floor(usable / workers))
+        concurrency = max(1, min(fit, trials, requested or fit))
+    return concurrency, min(float(workers), usable / concurrency)
 
 
-def trial_overrides(target: Target, settings: SweepSettings, sampled: dict, cpus_per_worker: float) -> list[str]:
+def trial_overrides(target: Target, settings: SweepSettings, sampled: dict, cpu_budget: float) -> list[str]:
     """Every override of one trial, weakest first: the target's, the space's fixed keys, the user's
-    --set, the concurrency plan's CPU share, then the sampled values."""
+    --set, the concurrency plan's CPU budget, then the sampled values."""
     return [*target.sweep_overrides, *overrides(settings.space["fixed"], target.list_keys), *settings.set,
-            f"scale.cpus_per_worker={cpus_per_worker:.4f}", *overrides(sampled, target.list_keys)]
+            f"scale.cpu_budget={cpu_budget:.4f}", *overrides(sampled, target.list_keys)]
 
 
-def trial_config(target: Target, settings: SweepSettings, sampled: dict, cpus_per_worker: float):
+def trial_config(target: Target, settings: SweepSettings, sampled: dict, cpu_budget: float):
     cls = getattr(target.workflow(), target.config_class)
-    return load_config(cls, settings.config, trial_overrides(target, settings, sampled, cpus_per_worker))
+    return load_config(cls, settings.config, trial_overrides(target, settings, sampled, cpu_budget))
 
 
-def run_trial(config: dict, *, settings: SweepSettings, cpus_per_worker: float, out: str, shared: dict) -> None:
+def run_trial(config: dict, *, settings: SweepSettings, cpu_budget: float, out: str, shared: dict) -> None:
     """The Tune trainable: one workflow run into OUT/trials/<trial id>, final metrics reported last."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     target = TARGETS[settings.workflow]
-    cfg = trial_config(target, settings, config, cpus_per_worker)
+    cfg = trial_config(target, settings, config, cpu_budget)
     trial_out = Path(out) / "trials" / tune.get_context().get_trial_id()
     callbacks = [TuneReportCallback()] if target.per_epoch else None
     final = target.run(cfg, trial_out, print, callbacks, shared)
@@ -135,13 +137,13 @@ def sweep(settings: SweepSettings, out: Path, log=print):
         _require_state_api()
     resources = ray.cluster_resources()
     use_gpu = cfg.scale.use_gpu if cfg.scale.use_gpu is not None else resources.get("GPU", 0) >= cfg.scale.workers
-    concurrency, cpus_per_worker = plan_concurrency(resources.get("CPU", 1), resources.get("GPU", 0),
-                                                   cfg.scale.workers, use_gpu, settings.trials, settings.max_concurrent)
-    log(f"[sweep] {settings.workflow}: {settings.trials} trials, {concurrency} at a time, "
-        f"{cfg.scale.workers} worker(s) x {cpus_per_worker:.2f} CPU each; metric {target.metric} ({target.mode}), "
+    concurrency, cpu_budget = plan_concurrency(resources.get("CPU", 1), resources.get("GPU", 0),
+                                               cfg.scale.workers, use_gpu, settings.trials, settings.max_concurrent)
+    log(f"[sweep] {settings.workflow}: {settings.trials} trials, {concurrency} at a time, each trial's "
+        f"{cfg.scale.workers} worker(s) holding {cpu_budget:.2f} CPU in all; metric {target.metric} ({target.mode}), "
         f"scheduler {settings.scheduler}")
     shared = target.prepare(cfg, settings.data, out, log) if target.prepare else {}
-    trainable = tune.with_parameters(run_trial, settings=settings, cpus_per_worker=cpus_per_worker, out=str(out),
+    trainable = tune.with_parameters(run_trial, settings=settings, cpu_budget=cpu_budget, out=str(out),
                                      shared=shared)
     # The trial only drives: its Ray Train workers and Ray Data tasks request their own CPUs. Even 0.01 CPU
     # here leaves 0.99 beside a 1-CPU worker on 2 CPUs, and a 1-CPU read task then never starts (measured:

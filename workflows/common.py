@@ -18,7 +18,9 @@ PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "sou
 class ScaleConfig:
     """The `scale` config section that cpus_per_worker / train_or_reuse read."""
     workers: int = 1
-    cpus_per_worker: Optional[float] = None   # None: leave at least one CPU for Ray Data
+    cpus_per_worker: Optional[float] = None   # None: an equal share of cpu_budget, at most 1
+    cpu_budget: Optional[float] = None        # CPUs all training workers of the run hold together; None: the
+                                              # cluster's but one, left for Ray Data (a sweep sets each trial's)
     use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
     placement_strategy: str = "PACK"          # Ray Train's: PACK (fewest nodes) | SPREAD (one worker per node)
 
@@ -59,15 +61,16 @@ def cpus_per_worker(scale, log=print) -> float:
 
     if scale.cpus_per_worker is not None:
         return scale.cpus_per_worker
-    per = cpus_leaving_one_for_data(scale.workers)
+    per = cpus_leaving_one_for_data(scale.workers, scale.cpu_budget)
     if per < 1.0:
         log(f"[ray] {scale.workers} workers: {per:.2f} CPU each, leaving one for Ray Data")
     return per
 
 
 def parallel_runs_scale(scale, runs: int, log=print):
-    """`scale` for `runs` Ray Train runs submitted together: their workers share the cluster's CPUs but
-    one, which stays free for the Ray Data tasks that feed them all (unless cpus_per_worker is set)."""
+    """`scale` for `runs` Ray Train runs submitted together: their workers share the CPU budget (the
+    cluster's CPUs but one, which stays free for the Ray Data tasks that feed them all), unless
+    cpus_per_worker is set."""
     if scale.cpus_per_worker:
         return scale
     together = dataclasses.replace(scale, workers=scale.workers * runs)

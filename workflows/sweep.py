@@ -37,19 +37,21 @@ def run(settings, out: Path, log=print) -> dict:
     results, concurrency = sweep(settings, out, log)
     target = TARGETS[settings.workflow]
     params = list(settings.space["params"])
-    rows = R.ranked(R.trial_rows(results, params, target.metric), target.mode)
+    rows = R.ranked(R.trial_rows(results, params, target.metric, target.per_epoch), target.mode)
     table = R.write_tables(rows, target.metric, out)
     finished = [r for r in rows if r["status"] == "finished"]
     best_yaml = R.write_best_config(finished[0], out) if finished else None
     plots = R.plot_sweep(rows, params, target.metric, target.mode, *R.study_results(out / STUDY_DB, EXPERIMENT), out)
     summary = {"workflow": settings.workflow, "metric": target.metric, "mode": target.mode,
                "trials": len(rows), "concurrency": concurrency,
-               "trial_epochs": sum(r["epochs"] for r in rows), "best": finished[0] if finished else None,
+               "trial_epochs": sum(r["epochs"] for r in rows) if target.per_epoch else None,
+               "best": finished[0] if finished else None,
                "best_config": str(best_yaml) if best_yaml else None, "plots": plots,
                "errors": sum(r["status"] == "error" for r in rows), "versions": common.versions()}
     common.write_json(out / "sweep_summary.json", summary)
-    log("\n" + table + f"\n\n[done] {len(rows)} trials ({summary['errors']} failed), {summary['trial_epochs']} "
-        f"trial-epochs; best {target.metric} = {finished[0]['metric'] if finished else None}\n"
+    epochs = f", {summary['trial_epochs']} trial-epochs" if target.per_epoch else ""
+    log("\n" + table + f"\n\n[done] {len(rows)} trials ({summary['errors']} failed){epochs}; "
+        f"best {target.metric} = {finished[0]['metric'] if finished else None}\n"
         f"[done] best config: {best_yaml}\n"
         f"[done] plots: {', '.join(plots)}")
     return summary
