@@ -101,3 +101,16 @@ def test_a_trials_cpu_budget_is_shared_by_its_parallel_runs():
     folds = len(cfg.test_folds)
     assert folds > 1 and common.cpus_per_worker(cfg.scale) == 1.0
     assert common.parallel_runs_scale(cfg.scale, folds, log=lambda *a: None).cpus_per_worker == pytest.approx(1 / folds)
+
+
+def test_sweep_plots_with_a_log_uniform_parameter(tmp_path):
+    from tuning.report import plot_sweep
+
+    rows = [{"metric": m, "model.alpha": a, "model.pooling": p}
+            for m, a, p in [(0.57, 6e-3, "average"), (0.45, 1.4e-3, "max"), (0.5, 1e-4, "max")]]
+    for i, subset in enumerate((rows, rows[:2])):   # a wide and a narrow (no whole decade) range
+        paths = plot_sweep(subset, ["model.alpha", "model.pooling"], "macro_ap", "max", [0.57, 0.45, 0.5], {},
+                           tmp_path / str(i), log_params=["model.alpha"])
+        assert [p.rsplit("/", 1)[1] for p in paths] == ["optimization_history.png", "param_importances.png",
+                                                        "metric_vs_params.png"]
+        assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)

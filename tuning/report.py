@@ -71,9 +71,11 @@ def write_best_config(best: dict, out: Path) -> Path | None:
 
 
 def plot_sweep(rows: list[dict], params: list[str], metric: str, mode: str, values: list[float], importances: dict,
-               out: Path) -> list[str]:
-    """`values`: the metric of the study's trials in the order Optuna sampled them."""
+               out: Path, log_params=()) -> list[str]:
+    """`values`: the metric of the study's trials in the order Optuna sampled them; `log_params`:
+    parameters sampled log-uniformly (plotted on a log axis)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     done = [r for r in rows if isinstance(r["metric"], (int, float))]
     paths = []
@@ -107,6 +109,13 @@ def plot_sweep(rows: list[dict], params: list[str], metric: str, mode: str, valu
         xs = [r[p] for r in done]
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
             ax.plot(xs, [r["metric"] for r in done], "o")
+            if p in log_params:
+                ax.set_xscale("log")   # plainly labelled ticks at 10^k (and 2, 5 x 10^k in a narrow range)
+                narrow = max(xs) < 100 * min(xs)
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+                ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.tick_params(axis="x", labelrotation=30)
         else:   # categorical: one column per value
             cats = sorted({str(x) for x in xs})
             ax.plot([cats.index(str(x)) for x in xs], [r["metric"] for r in done], "o")

@@ -41,7 +41,9 @@ def run(settings, out: Path, log=print) -> dict:
     table = R.write_tables(rows, target.metric, out)
     finished = [r for r in rows if r["status"] == "finished"]
     best_yaml = R.write_best_config(finished[0], out) if finished else None
-    plots = R.plot_sweep(rows, params, target.metric, target.mode, *R.study_results(out / STUDY_DB, EXPERIMENT), out)
+    log_params = [k for k, spec in settings.space["params"].items() if "loguniform" in spec]
+    plots = R.plot_sweep(rows, params, target.metric, target.mode, *R.study_results(out / STUDY_DB, EXPERIMENT), out,
+                         log_params)
     summary = {"workflow": settings.workflow, "metric": target.metric, "mode": target.mode,
                "trials": len(rows), "concurrency": concurrency,
                "trial_epochs": sum(r["epochs"] for r in rows) if target.per_epoch else None,
