@@ -163,12 +163,12 @@ def train_method(cfg: SemiWeakConfig, method: str, in_channels: int, num_classes
         log("[semiweak] two_stage: count-exact pseudo-labels from stage 1, then stage 2")
         pseudo_task = dataclasses.replace(task, kind="pseudo",
                                           init_state=state["model"] if m.stage2_init == "stage1" else None)
-        labelled = pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
-                                   len(paths["train"]), cfg.scale.workers)
         (run_dir / "stage2").mkdir(exist_ok=True)
-        state2, history2 = common.train_or_reuse(
+        state2, history2 = common.train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
             pseudo_task, cfg.train, run_dir / "stage2", f"semiweak-stage2-{config_hash(key + [m.stage2_init])}",
-            lambda: labelled.randomize_block_order(seed=cfg.train.seed), scale, log, val, callbacks)
+            lambda: pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
+                                    len(paths["train"]), cfg.scale.workers).randomize_block_order(seed=cfg.train.seed),
+            scale, log, val, callbacks)
         stages["two_stage"] = (pseudo_task, state2["model"], history2)
     return stages
 
