@@ -41,22 +41,26 @@ def _expected_arcface(angles_deg, s, m):
     return torch.tensor(rows)
 
 
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("unit_x", [True, False])
-def test_cosine_matrix_value_and_gradients(unit_x):
-    """The memory-saving autograd function equals autograd through F.normalize, value and both
-    gradients (gradcheck in float64 against finite differences, too)."""
+def test_cosine_matrix_value_and_gradients(unit_x, scaled):
+    """The memory-saving autograd function equals autograd through F.normalize, value and the
+    gradients of x, W and the scale (gradcheck in float64 against finite differences, too)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: cosine_matrix(a, b, unit_x), (x, w))
+    s = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    inputs = (x, w, s) if scaled else (x, w)
+    fn = lambda a, b, *c: cosine_matrix(a, b, unit_x, *c)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
     upstream = torch.randn(6, 7, generator=g, dtype=torch.float64)
-    ref = (F.normalize(x, dim=1) if unit_x else x) @ F.normalize(w, dim=1).t()
-    ref_gx, ref_gw = torch.autograd.grad((ref * upstream).sum(), (x, w))
-    out = cosine_matrix(x, w, unit_x)
-    gx, gw = torch.autograd.grad((out * upstream).sum(), (x, w))
+    ref = (F.normalize(x, dim=1) if unit_x else x) @ F.normalize(w, dim=1).t() * (s if scaled else 1)
+    want = torch.autograd.grad((ref * upstream).sum(), inputs)
+    out = fn(*inputs)
+    got = torch.autograd.grad((out * upstream).sum(), inputs)
     torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(gx, ref_gx)
-    torch.testing.assert_close(gw, ref_gw)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from trainers.heads import HEADS, build_head
 from trainers.pk_sampler import pk_batches
-from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead, scaled_cross_entropy
+from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead
 
 
 def _f(t):
@@ -273,30 +273,16 @@ def test_pk_batches_validates_arguments():
         list(pk_batches([], P=2, K=True, seed=0))
 
 
-def test_scaled_cross_entropy_equals_autograd_cross_entropy():
-    g = torch.Generator().manual_seed(3)
-    cos = torch.rand(7, 11, generator=g, dtype=torch.float64).mul(2).sub(1).requires_grad_()
-    s = torch.tensor(9.0, dtype=torch.float64, requires_grad=True)
-    b = torch.tensor(-4.0, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 11, (7,), generator=g)
-    assert torch.autograd.gradcheck(lambda c, s_, b_: scaled_cross_entropy(c, s_, b_, y),
-                                    (cos, s, b))
-    want = F.cross_entropy(s * cos + b, y)
-    got = scaled_cross_entropy(cos, s, b, y)
-    torch.testing.assert_close(got, want)
-    for a, w in zip(torch.autograd.grad(got, (cos, s, b)), torch.autograd.grad(want, (cos, s, b))):
-        torch.testing.assert_close(a, w)
-
-
-def test_centroid_cosines_equal_direct_cosines_in_any_batch_order():
+def test_centroid_logits_equal_direct_cosines_in_any_batch_order():
     x, y = _pk(P=3, K=4, D=5, C=7)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
     x, y = x[perm], y[perm]
     head = build_head("mask_proxy", 5, 7, k=4)
-    e, classes, inverse, c, loo = head._parts(x, y)
-    _, got = head.masked_and_centroid_cosines(head.proxy_cosines(e), e, classes, inverse, c, loo)
-    want = F.normalize(c, dim=1) @ F.normalize(head.weight, dim=1).t()
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    parts = head._parts(x, y)
+    _, got = head.masked_and_centroid_logits(head.proxy_logits(parts.e), head.scale(), parts)
+    c = torch.stack([F.normalize(x[y == k], dim=1).mean(0) for k in parts.classes])
+    want = head.scale() * F.normalize(c, dim=1) @ F.normalize(head.weight, dim=1).t()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def _mp_autograd(head, x, y):
@@ -319,29 +305,64 @@ def _mp_autograd(head, x, y):
     return loss + head.lam * F.cross_entropy(w * cents @ W.t() + b, torch.tensor(classes))
 
 
-@pytest.mark.parametrize("mask", [True, False])
-def test_mask_proxy_gradients_equal_plain_autograd(mask):
+def _mult_autograd(head, x, y):
+    """The multinomial term with plain autograd ops, one query at a time."""
+    e = F.normalize(x, dim=1)
+    w = head.w.clamp(min=1e-6)
+    terms = []
+    for i in range(len(y)):
+        same = y == y[i]
+        same[i] = False
+        neg = w * (e[y != y[i]] @ e[i])
+        if head.mmp_proxy_negatives:
+            out = [j for j in range(head.num_classes) if j not in set(y.tolist())]
+            neg = torch.cat([neg, w * (F.normalize(head.weight[out], dim=1) @ e[i])])
+        terms.append(F.softplus(torch.logsumexp(neg, 0) + torch.logsumexp(-w * (e[same] @ e[i]), 0)))
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("name, kw", [("mask_proxy", dict(mask=True)),
+                                      ("mask_proxy", dict(mask=False)),
+                                      ("mmp", dict(mmp_weight=0.7)),
+                                      ("mmp", dict(mmp_weight=0.7, mmp_proxy_negatives=True))])
+def test_mask_proxy_gradients_equal_plain_autograd(name, kw):
     x, y = _pk(P=3, K=3, D=5, C=7)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(2))
     x, y = x[order], y[order]
-    head = build_head("mask_proxy", 5, 7, k=3, lam=0.5, mask=mask)
-    params = (head.weight, head.w)
+    head = build_head(name, 5, 7, k=3, lam=0.5, **kw)
+    gamma = kw.get("mmp_weight")
+
+    def reference(a, b):
+        loss = _mp_autograd(head, a, b)
+        return loss + gamma * _mult_autograd(head, a, b) if gamma else loss
+
+    params = (head.weight, head.w, head.b)
     grads = []
-    for fn in (head, lambda a, b: _mp_autograd(head, a, b)):
+    for fn in (head, reference):
         xi = x.clone().requires_grad_()
         loss = fn(xi, y)
         grads.append([loss.detach(), *torch.autograd.grad(loss, (xi, *params))])
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert float(grads[0][-1]) == 0.0  # b cancels in every softmax
+
+
+def test_mask_proxy_refuses_a_second_backward_through_one_graph():
+    x, y = _pk()
+    loss = build_head("mask_proxy", 5, 7, k=3)(x.requires_grad_(), y)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward once per forward"):
+        loss.backward()
 
 
 def test_fused_autograd_functions_gradcheck():
     from trainers.proxy_heads import _Gram, _MaskAndPool
     g = torch.Generator().manual_seed(5)
     cos = torch.rand(6, 9, generator=g, dtype=torch.float64).requires_grad_()
-    members = torch.tensor([[4, 0], [1, 5], [2, 3]])
-    cols = torch.tensor([[2, 7, 8]]).expand(6, -1)
+    inverse = torch.tensor([0, 1, 2, 2, 0, 1])
+    cols = torch.tensor([2, 7, 8])
     values = torch.rand(6, 3, generator=g, dtype=torch.float64).requires_grad_()
-    assert torch.autograd.gradcheck(lambda c, v: _MaskAndPool.apply(c.clone(), members, cols, v),
-                                    (cos, values))
+    scales = torch.rand(3, generator=g, dtype=torch.float64).add(0.5).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda c, v, sc: _MaskAndPool.apply(c.clone(), inverse, cols, v, sc), (cos, values, scales))
     assert torch.autograd.gradcheck(_Gram.apply, (values,))

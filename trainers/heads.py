@@ -99,40 +99,51 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor, rows: int = 256) -> torch.Tensor:
 
 
 class _CosineMatrix(torch.autograd.Function):
-    """out[b, j] = <x̂_b, ŵ_j> (unit_x) or <x_b, ŵ_j> = ‖x_b‖ cos θ_bj, saving only x, W and the
-    inverse norms.
+    """out[b, j] = s·<x̂_b, ŵ_j> (unit_x) or s·<x_b, ŵ_j> = s·‖x_b‖ cos θ_bj, saving only x, W,
+    the inverse norms and s (a tensor, possibly learned, or None for 1).
 
     Autograd through F.normalize keeps a normalized copy of W and builds W's gradient from two
-    K×D tensors; here it is one, built in place: ∂L/∂w_j = (M_j − c_j ŵ_j)/‖w_j‖ with
-    M = Gᵀx̂ and c_j = Σ_b G_bj cos_bj = ŵ_j·M_j, so not even the (B, K) output is saved."""
+    K×D tensors; here it is one, built in place: ∂L/∂w_j = s·(M_j − c_j ŵ_j)/‖w_j‖ with
+    M = Gᵀx̂ and c_j = Σ_b G_bj cos_bj = ŵ_j·M_j, so not even the (B, K) output is saved.
+    s rides on the per-column 1/‖w_j‖ multiply (no pass of its own), and its gradient
+    Σ_bj G_bj cos_bj = Σ_b x̂_b·(G Ŵ)_b comes from x's gradient path."""
 
     @staticmethod
-    def forward(ctx, x, w, unit_x):
+    def forward(ctx, x, w, unit_x, s):
         inv_x = torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12).reciprocal() if unit_x else None
         inv_w = torch.linalg.vector_norm(w, dim=1).clamp_min(1e-12).reciprocal()
-        ctx.save_for_backward(x, w, inv_x, inv_w)
-        return torch.mm(x * inv_x[:, None] if unit_x else x, w.t()).mul_(inv_w)
+        ctx.save_for_backward(x, w, inv_x, inv_w, s)
+        return torch.mm(x * inv_x[:, None] if unit_x else x, w.t()).mul_(
+            inv_w if s is None else inv_w * s)
 
     @staticmethod
     def backward(ctx, g):
-        x, w, inv_x, inv_w = ctx.saved_tensors
-        gx = gw = None
-        if ctx.needs_input_grad[0]:  # first: its (B, K) temporary is freed before W's gradient
-            gx = torch.mm(g * inv_w, w)
+        x, w, inv_x, inv_w, s = ctx.saved_tensors
+        gx = gw = gs = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
+            # first: its (B, K) temporary is freed before W's gradient
+            gx = torch.mm(g * inv_w, w)  # Σ_j G_bj ŵ_j
+            xdot = _rowdot(x, gx)
+            if ctx.needs_input_grad[3]:
+                gs = (xdot if inv_x is None else xdot * inv_x).sum()
             if inv_x is not None:
-                c = _rowdot(x, gx) * inv_x * inv_x
-                gx.addcmul_(x, -c[:, None]).mul_(inv_x[:, None])
+                gx.addcmul_(x, (-xdot * inv_x * inv_x)[:, None]).mul_(
+                    inv_x[:, None] if s is None else (inv_x * s)[:, None])
+            elif s is not None:
+                gx.mul_(s)
         if ctx.needs_input_grad[1]:
             gw = torch.mm(g.t(), x if inv_x is None else x * inv_x[:, None])
             c = _rowdot(w, gw) * inv_w * inv_w
-            gw.addcmul_(w, -c[:, None]).mul_(inv_w[:, None])
-        return gx, gw, None
+            gw.addcmul_(w, -c[:, None]).mul_((inv_w if s is None else inv_w * s)[:, None])
+        return (gx if ctx.needs_input_grad[0] else None), gw, None, gs
 
 
-def cosine_matrix(x: torch.Tensor, w: torch.Tensor, unit_x: bool = True) -> torch.Tensor:
+def cosine_matrix(x: torch.Tensor, w: torch.Tensor, unit_x: bool = True,
+                  scale: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K) cosines between the rows of x (B, D) and of w (K, D); with unit_x=False each row
-    is scaled by ‖x_b‖ (SphereFace's un-normalized features). See `_CosineMatrix`."""
-    return _CosineMatrix.apply(x, w, unit_x)
+    is scaled by ‖x_b‖ (SphereFace's un-normalized features); with `scale` (a 0-dim tensor)
+    every entry is multiplied by it at no extra pass. See `_CosineMatrix`."""
+    return _CosineMatrix.apply(x, w, unit_x, scale)
 
 
 def _target(cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -53,11 +53,14 @@ pairs" (not checked against the paper's equations). Symbols are this module's:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from trainers.heads import Head, _number, cosine_matrix, register_head
+from trainers.heads import Head, _number, _rowdot, cosine_matrix, register_head
 
 SAMPLER_HINT = ("use trainers.pk_sampler.pk_batches (P speakers x K utterances per batch) "
                 "instead of plain shuffled batches")
@@ -72,62 +75,59 @@ def _k(k) -> int:
     return int(k)
 
 
-class _ScaledCrossEntropy(torch.autograd.Function):
-    """mean_i CE(s·cos_i + b, y_i) for scalar tensors s, b, saving only cos and the row
-    log-sum-exps: autograd would keep cos for s's gradient and the log-softmax as well, and
-    build the gradient in three (B, C) tensors; the backward here builds it in one.
-    b is added to every logit of a row alike, so it cancels: the value is computed without it and
-    its gradient is exactly 0 (it stays an input so that b always gets a gradient, as DDP needs)."""
+class _CrossEntropy(torch.autograd.Function):
+    """F.cross_entropy(z, y) (mean) whose backward turns the saved log-softmax into the gradient
+    in place: no zero-filled (B, C) buffer for NLL's gradient and no second (B, C) output, as
+    autograd would build. The saved tensor is consumed, so a second backward through the same
+    graph (retain_graph) is refused rather than computed from it."""
 
     @staticmethod
-    def forward(ctx, cos, s, b, y):
-        rows = torch.arange(cos.shape[0], device=cos.device)
-        target = cos[rows, y] * s
-        top = cos.amax(dim=1) * s  # s > 0; log-sum-exp in one (B, C) temporary
-        lse = torch.addcmul(-top[:, None], cos, s).exp_().sum(dim=1).log_().add_(top)
-        ctx.save_for_backward(cos, s, b, y, lse)
-        return (lse - target).mean()
+    def forward(ctx, z, y):
+        logp = torch.log_softmax(z, dim=1)
+        ctx.save_for_backward(logp, y)
+        ctx.consumed = False
+        return -logp.gather(1, y.view(-1, 1)).mean()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
-        cos, s, b, y, lse = ctx.saved_tensors
-        rows = torch.arange(cos.shape[0], device=cos.device)
-        p = torch.addcmul(-lse[:, None], cos, s).exp_()  # softmax
-        p[rows, y] -= 1.0
-        g = g / cos.shape[0]
-        gs = torch.dot(p.view(-1), cos.reshape(-1)) * g
-        return p.mul_(s * g), gs.view_as(s), torch.zeros_like(b), None
-
-
-def scaled_cross_entropy(cos, s, b, y):
-    """F.cross_entropy(s * cos + b, y) with less memory; see `_ScaledCrossEntropy`."""
-    return _ScaledCrossEntropy.apply(cos, s, b, y)
+        if ctx.consumed:
+            raise RuntimeError("the Mask Proxy heads' cross-entropy frees its saved softmax in "
+                               "backward: call backward once per forward (no retain_graph)")
+        ctx.consumed = True
+        logp, y = ctx.saved_tensors
+        p = logp.exp_()
+        p[torch.arange(p.shape[0], device=p.device), y] -= 1.0
+        return p.mul_(g / p.shape[0]), None
 
 
 class _MaskAndPool(torch.autograd.Function):
-    """From the (B, C) query-vs-proxy cosines: (masked, pooled), masked = cos with columns `cols`
-    of each row overwritten by `values` (in place), pooled (P, C) = the sum of the unmasked rows
-    of each class (`members`: (P, K) row indices). Autograd would build cos's gradient in six
-    (B, C) passes (scatter's clone and zeroing, index_select's zeros and index_add, the sum's
-    expand, adding the two paths); here in two."""
+    """From the (B, C) query-vs-proxy logits: (masked, pooled), masked = the logits with the
+    columns `cols` (P,) of every row overwritten by `values` (B, P), in place; pooled (P, C) =
+    scales[p] times the sum of the unmasked rows of class p (`inverse`: each row's class).
+    Autograd would build the gradient in eight (B, C) or (P, C) passes (scatter's clone and
+    zeroing, index_select's zeros and index_add, the products' two gradients, adding the two
+    paths); here in place: `masked` and `pooled` each have one consumer, this module's
+    cross-entropy, whose fresh gradient buffer nothing else reads."""
 
     @staticmethod
-    def forward(ctx, cos, members, cols, values):
-        pooled = cos.index_select(0, members[:, 0])
-        for k in range(1, members.shape[1]):
-            pooled += cos.index_select(0, members[:, k])
-        cos.scatter_(1, cols, values)
-        ctx.mark_dirty(cos)
-        ctx.save_for_backward(members, cols)
-        return cos, pooled
+    def forward(ctx, z, inverse, cols, values, scales):
+        pooled = z.new_zeros(scales.shape[0], z.shape[1]).index_add_(0, inverse, z)
+        pooled.mul_(scales[:, None])
+        z.index_copy_(1, cols, values)
+        ctx.mark_dirty(z)
+        ctx.save_for_backward(inverse, cols, scales, pooled)
+        return z, pooled
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_masked, g_pooled):
-        members, cols = ctx.saved_tensors
-        g = g_masked.scatter(1, cols, 0.0)
-        for k in range(members.shape[1]):
-            g.index_add_(0, members[:, k], g_pooled)
-        return g, None, None, g_masked.gather(1, cols)
+        inverse, cols, scales, pooled = ctx.saved_tensors
+        g_values = g_masked.index_select(1, cols)
+        g_scales = _rowdot(g_pooled, pooled) / scales  # pooled / scales: the plain sums
+        g = g_masked.index_fill_(1, cols, 0.0)
+        g += g_pooled.mul_(scales[:, None]).index_select(0, inverse)
+        return g, None, None, g_values, g_scales
 
 
 class _Gram(torch.autograd.Function):
@@ -142,6 +142,23 @@ class _Gram(torch.autograd.Function):
     def backward(ctx, g):
         (e,) = ctx.saved_tensors
         return (g + g.t()) @ e
+
+
+def _skip(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """(len(idx), n − 1): row r lists 0..n−1 without idx[r], in order."""
+    j = torch.arange(n - 1, device=idx.device).view(1, -1)
+    return j + (j >= idx.view(-1, 1)).to(j.dtype)
+
+
+class _Batch(NamedTuple):
+    """A P x K batch's shared pieces: normalised e (B, D), classes (P,), inverse (B,: each row's
+    index into classes), members (P, K: each class's rows) and the Gram matrix e eᵀ (B, B),
+    from which every centroid quantity follows without another product with e."""
+    e: torch.Tensor
+    classes: torch.Tensor
+    inverse: torch.Tensor
+    members: torch.Tensor
+    gram: torch.Tensor
 
 
 @register_head("mask_proxy", "mp")
@@ -169,14 +186,15 @@ class MaskProxyHead(Head):
     def scale(self) -> torch.Tensor:
         return self.w.clamp(min=1e-6)
 
-    def proxy_cosines(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C) cos(x_i, W_j)."""
-        return cosine_matrix(x.float(), self.weight.float())
+    def proxy_logits(self, x: torch.Tensor, unit_x: bool = True) -> torch.Tensor:
+        """(B, C) w·cos(x_i, W_j), without the bias b (it cancels in every softmax).
+        unit_x=False takes x as already unit-norm."""
+        return cosine_matrix(x.float(), self.weight.float(), unit_x=unit_x, scale=self.scale())
 
     def logits(self, x, y=None):
         """Plain w·cos(x, W) + b over all classes (accuracy, eval)."""
         with torch.autocast(x.device.type, enabled=False):
-            return self.scale() * self.proxy_cosines(x) + self.b
+            return self.proxy_logits(x) + self.b
 
     def _check(self, x: torch.Tensor, y: torch.Tensor):
         if x.dim() != 2 or x.shape[1] != self.embed_dim:
@@ -195,44 +213,46 @@ class MaskProxyHead(Head):
                              f"K={self.k} utterances, but {detail}; {SAMPLER_HINT}")
         return classes, inverse
 
-    def _parts(self, x, y):
-        """Shared pieces: normalised e (B,D), classes (P,), inverse (B,), centroids c (P,D),
-        leave-one-out own centroids (B,D)."""
+    def _parts(self, x, y) -> _Batch:
         classes, inverse = self._check(x, y)
         e = F.normalize(x.float(), dim=1)
-        P = classes.numel()
-        sums = torch.zeros(P, e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, inverse, e)
-        c = sums / self.k
-        loo = (sums.index_select(0, inverse) - e) / (self.k - 1)  # (a backward without index_put)
-        return e, classes, inverse, c, loo
-
-    def masked_and_centroid_cosines(self, cos, e, classes, inverse, c, loo):
-        """(masked (B, C), centroid (P, C)) from the (B, C) query-vs-proxy cosines `cos`, which
-        are overwritten. masked[i] = cos(e_i, M^(i)) (unchanged when mask=False); centroid =
-        cos(c_s, W), got from the queries' cosines: c_s is the mean of K unit vectors, so
-        cos(c_s, W) = Σ_{i in s} cos(e_i, W) / (K‖c_s‖), a sum instead of another
-        (P × D) @ (D × C) product and its gradient."""
         members = torch.argsort(inverse, stable=True).view(classes.numel(), self.k)
+        return _Batch(e, classes, inverse, members, _Gram.apply(e))
+
+    def masked_and_centroid_logits(self, z, s, parts: _Batch):
+        """(masked (B, C), centroid (P, C)) from the (B, C) query-vs-proxy logits z = s·cos(e, W),
+        which are overwritten. masked[i] = s·cos(e_i, M^(i)) (z itself when mask=False);
+        centroid = s·cos(c_p, W), got from the queries' logits: c_p is the mean of K unit
+        vectors, so cos(c_p, W) = Σ_{i in p} cos(e_i, W) / ‖K c_p‖, a sum instead of another
+        (P × D) @ (D × C) product and its gradient. With G = e eᵀ, the sums S_p = K c_p give
+        A[i, p] = e_i·S_p = Σ_{j in p} G_ij and ‖S_p‖² = Σ_{i in p} A[i, p]; i's own
+        leave-one-out sum S_p − e_i has e_i·(S_p − e_i) = A[i, p] − G_ii and squared norm
+        ‖S_p‖² − 2 A[i, p] + G_ii."""
+        e, classes, inverse, members, gram = parts
+        a = gram.new_zeros(gram.shape[0], classes.numel()).index_add_(1, inverse, gram)  # (B, P)
+        a_own = a.gather(1, inverse.view(-1, 1)).squeeze(1)                             # (B,)
+        norm2 = a_own.new_zeros(classes.numel()).index_add_(0, inverse, a_own)           # ‖S_p‖²
+        inv = norm2.clamp_min(1e-24).rsqrt()
         if self.mask:
-            cos_c = e @ F.normalize(c, dim=1).t()                    # (B, P) vs full centroids
-            own = (e * F.normalize(loo, dim=1)).sum(1)               # (B,) vs own LOO centroid
-            values = cos_c.scatter(1, inverse.view(-1, 1), own.view(-1, 1))
-            cols = classes.view(1, -1).expand(e.shape[0], -1)
+            g_ii = gram.diagonal()
+            loo2 = (norm2.index_select(0, inverse) - 2 * a_own + g_ii).clamp_min(1e-24)
+            own = (a_own - g_ii) * loo2.rsqrt()                     # cos(e_i, own LOO centroid)
+            values = s * (a * inv).scatter(1, inverse.view(-1, 1), own.view(-1, 1))
+            cols = classes
         else:
-            values, cols = e.new_empty(e.shape[0], 0), inverse.new_empty(e.shape[0], 0)
-        masked, pooled = _MaskAndPool.apply(cos, members, cols, values)
-        inv = (self.k * torch.linalg.vector_norm(c, dim=1)).clamp_min(1e-12).reciprocal()
-        return masked, pooled * inv[:, None]
+            values, cols = e.new_empty(e.shape[0], 0), classes[:0]
+        return _MaskAndPool.apply(z, inverse, cols, values, inv)
 
     def mp_loss(self, x, y, parts=None):
-        e, classes, inverse, c, loo = parts if parts is not None else self._parts(x, y)
-        s, b = self.scale(), self.b
-        cos, cos_cw = self.masked_and_centroid_cosines(self.proxy_cosines(e), e, classes, inverse,
-                                                       c, loo)
-        loss = scaled_cross_entropy(cos, s, b, y)
+        parts = parts if parts is not None else self._parts(x, y)
+        # e is unit-norm: unit_x=False skips normalising it again (F.normalize's backward
+        # projects out the radial part of e's gradient anyway)
+        z, z_c = self.masked_and_centroid_logits(self.proxy_logits(parts.e, unit_x=False),
+                                                 self.scale(), parts)
+        loss = _CrossEntropy.apply(z, y)
         if self.lam > 0:
-            loss = loss + self.lam * scaled_cross_entropy(cos_cw, s, b, classes)
-        return loss
+            loss = loss + self.lam * _CrossEntropy.apply(z_c, parts.classes)
+        return loss + 0.0 * self.b  # b cancels; a zero gradient still reaches it (DDP needs one)
 
     def forward(self, x, y):
         with torch.autocast(x.device.type, enabled=False):
@@ -258,32 +278,36 @@ class MultinomialMaskProxyHead(MaskProxyHead):
         self.mmp_weight = _number("mmp_weight (γ)", mmp_weight, 0.0)
         self.mmp_proxy_negatives = bool(mmp_proxy_negatives)
 
-    def multinomial_loss(self, e, classes, inverse) -> torch.Tensor:
+    def multinomial_loss(self, parts: _Batch) -> torch.Tensor:
+        e, inverse, members = parts.e, parts.inverse, parts.members
+        P, K = members.shape
         s = self.scale()
-        sim = s * _Gram.apply(e)                                     # (B, B)
-        same = inverse.view(-1, 1) == inverse.view(1, -1)
-        eye = torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
-        neg_inf = torch.finfo(sim.dtype).min
-        lse_pos = torch.logsumexp((-sim).masked_fill(~same | eye, neg_inf), dim=1)
-        neg = sim.masked_fill(same, neg_inf)
+        sim = s * parts.gram                                             # (B, B)
+        # Gather each query's K−1 positives and (P−1)·K entity negatives rather than masking
+        # the (B, B) matrix: exp() of masked-out huge negatives is ~10x slower on CPU.
+        # (Index arithmetic: boolean-mask indexing costs a nonzero() and is slower.)
+        rank = torch.empty_like(inverse)
+        rank[members.view(-1)] = torch.arange(K, device=e.device).repeat(P)  # i = members[., rank]
+        pos = members.index_select(0, inverse).gather(1, _skip(rank, K))  # (B, K−1) own others
+        others = members.index_select(0, _skip(torch.arange(P, device=e.device), P).view(-1))
+        others = others.view(P, (P - 1) * K).index_select(0, inverse)   # (B, (P−1)·K)
+        lse_pos = torch.logsumexp(-sim.gather(1, pos), dim=1)
+        neg = sim.gather(1, others)
         if self.mmp_proxy_negatives:
             out = torch.ones(self.num_classes, dtype=torch.bool, device=e.device)
-            out[classes] = False
-            neg = torch.cat([neg, s * cosine_matrix(e, self.weight[out].float())], dim=1)
-        has_neg = (~same).any(1) if not self.mmp_proxy_negatives else None
-        lse_neg = torch.logsumexp(neg, dim=1)
-        term = F.softplus(lse_neg + lse_pos)
-        if has_neg is not None:
-            term = torch.where(has_neg, term, torch.zeros_like(term))
-        return term.mean()
+            out[parts.classes] = False
+            neg = torch.cat([neg, cosine_matrix(e, self.weight[out].float(), unit_x=False,
+                                                   scale=s)], dim=1)
+        if neg.shape[1] == 0:  # one speaker and no proxy negatives: no pair to contrast
+            return 0.0 * lse_pos.mean()
+        return F.softplus(torch.logsumexp(neg, dim=1) + lse_pos).mean()
 
     def forward(self, x, y):
         with torch.autocast(x.device.type, enabled=False):
             parts = self._parts(x, y)
             loss = self.mp_loss(x, y, parts)
             if self.mmp_weight > 0:
-                e, classes, inverse, _, _ = parts
-                loss = loss + self.mmp_weight * self.multinomial_loss(e, classes, inverse)
+                loss = loss + self.mmp_weight * self.multinomial_loss(parts)
             return loss
 
     def extra_repr(self):
