@@ -114,3 +114,21 @@ def test_sweep_plots_with_a_log_uniform_parameter(tmp_path):
         assert [p.rsplit("/", 1)[1] for p in paths] == ["optimization_history.png", "param_importances.png",
                                                         "metric_vs_params.png"]
         assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+@pytest.mark.parametrize("per_epoch", [True, False])
+def test_results_table_keeps_every_metric_a_trial_reported(per_epoch):
+    from ray.tune import Result
+
+    from tuning.report import trial_rows
+
+    final = {"val_eer": 0.2, "test_eer": 0.25} if per_epoch else {"macro_ap": 0.5, "micro_ap": 0.4, "segment_f1": 0.3}
+    metric = next(iter(final))
+    bookkeeping = {"training_iteration": 3, "time_total_s": 9.0, "done": True, "experiment_tag": "1_a=2",
+                   "trial_id": "t1", "final": True, "trial_out": "/x", "config": {"a": 2}}
+    training = {"epoch": 2, "loss": 1.5} if per_epoch else {}
+    (row,) = trial_rows([Result(metrics={**final, **training, **bookkeeping}, checkpoint=None, error=None,
+                                path="/x")], ["a"], metric, per_epoch)
+    others = {k: v for k, v in final.items() if k != metric}
+    assert row == {"trial": "t1", "a": 2, "metric": final[metric], **({"epochs": 2} if per_epoch else {}),
+                   "status": "finished", "trial_out": "/x", **others}

@@ -14,9 +14,21 @@ import yaml
 from trainers.plots import save_figure
 
 
+def _other_metrics(last: dict, metric: str, per_epoch: bool) -> dict:
+    """A trial's metrics besides the selection one: the test_/val_ ones of a workflow that reports
+    every epoch (the rest are its last epoch's training statistics), everything but Tune's own
+    bookkeeping of one that reports once, at the end (e.g. SED's micro-AP and segment F1)."""
+    from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, TRIAL_ID
+
+    if per_epoch:
+        return {k: v for k, v in last.items() if k.startswith(("test_", "val_")) and k != metric}
+    skip = {*AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, TRIAL_ID, "final", "trial_out", metric}
+    return {k: v for k, v in last.items() if k not in skip and isinstance(v, (int, float))}
+
+
 def trial_rows(result_grid, params: list[str], metric: str, per_epoch: bool = True) -> list[dict]:
     """One row per trial: its sampled values, last metric, epochs reported (for workflows that
-    report every epoch; the others report once, at the end), how it ended."""
+    report every epoch; the others report once, at the end), how it ended, its other metrics."""
     rows = []
     for r in result_grid:
         last = r.metrics or {}
@@ -27,7 +39,7 @@ def trial_rows(result_grid, params: list[str], metric: str, per_epoch: bool = Tr
                      "metric": last.get(metric), **epochs,
                      "status": "error" if r.error else "finished" if final else "stopped early",
                      "trial_out": last.get("trial_out", ""),
-                     **{k: v for k, v in last.items() if k.startswith(("test_", "val_")) and k != metric}})
+                     **_other_metrics(last, metric, per_epoch)})
     return rows
 
 
