@@ -105,8 +105,8 @@ WORKFLOWS = {
 }
 
 
-def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> None:
-    """`ray job submit` of a workflow; asserts the job succeeded."""
+def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> str:
+    """`ray job submit` of a workflow; asserts the job succeeded; returns what it printed."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
            "python", f"workflows/{workflow}.py", "--out", str(out), *args]
     for _ in range(int(os.environ.get("JOB_TRIES", 30))):  # a fresh head answers "No available agent" until its job agent is up
@@ -117,14 +117,17 @@ def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "succeeded" in proc.stdout
+    return proc.stdout
 
 
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
 def test_job_submit_runs_the_workflow(local_head, tmp_path, workflow):
     env, address, _, _ = local_head
     args, check = WORKFLOWS[workflow]
-    submit(env, address, workflow, tmp_path / "job-out", args)
+    printed = submit(env, address, workflow, tmp_path / "job-out", args)
     assert check(json.loads((tmp_path / "job-out" / "metrics.json").read_text()))
+    progress = [line for line in printed.splitlines() if "[train] epoch" in line]
+    assert workflow != "speaker" or len(progress) == 2, printed[-3000:]  # 2 epochs, each shown once
 
 
 def test_two_node_cluster_runs_a_two_worker_job(local_head, tmp_path):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,7 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
         if rank == 0:
-            print(f"[train] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+            _progress(f"[train] resuming from the checkpoint of epoch {start_epoch}")
     resumed_from = start_epoch
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
@@ -191,8 +192,8 @@ def train_loop_per_worker(config: dict) -> None:
                            Path(d) / CHECKPOINT_FILE)
                 (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
                 ckpt = ray.train.Checkpoint.from_directory(d)
-                print(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
-                      f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s)", flush=True)
+                _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
+                          f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s)")
             ray.train.report(metrics, checkpoint=ckpt)
 
 
@@ -218,6 +219,13 @@ def cpus_leaving_one_for_data(n: int, budget: float | None = None) -> float:
     if budget is None:
         budget = max(ray.cluster_resources().get("CPU", 1) - 1, 0.5)
     return min(1.0, budget / max(n, 1))
+
+
+def _progress(line: str) -> None:
+    """A progress line from a training worker, shown once on the driver. Ray Train patches print()
+    in its workers to log to its own logger and, since Ray wraps sys.stdout, to print as well: a plain
+    print() reaches the driver twice (measured, Ray 2.60); a print to the real stdout is not patched."""
+    print(line, file=sys.__stdout__, flush=True)
 
 
 def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int):
