@@ -152,12 +152,11 @@ def _skip(idx: torch.Tensor, n: int) -> torch.Tensor:
 
 class _Batch(NamedTuple):
     """A P x K batch's shared pieces: normalised e (B, D), classes (P,), inverse (B,: each row's
-    index into classes), members (P, K: each class's rows) and the Gram matrix e eᵀ (B, B),
-    from which every centroid quantity follows without another product with e."""
+    index into classes) and the Gram matrix e eᵀ (B, B), from which every centroid quantity
+    follows without another product with e."""
     e: torch.Tensor
     classes: torch.Tensor
     inverse: torch.Tensor
-    members: torch.Tensor
     gram: torch.Tensor
 
 
@@ -216,8 +215,7 @@ class MaskProxyHead(Head):
     def _parts(self, x, y) -> _Batch:
         classes, inverse = self._check(x, y)
         e = F.normalize(x.float(), dim=1)
-        members = torch.argsort(inverse, stable=True).view(classes.numel(), self.k)
-        return _Batch(e, classes, inverse, members, _Gram.apply(e))
+        return _Batch(e, classes, inverse, _Gram.apply(e))
 
     def masked_and_centroid_logits(self, z, s, parts: _Batch):
         """(masked (B, C), centroid (P, C)) from the (B, C) query-vs-proxy logits z = s·cos(e, W),
@@ -228,7 +226,7 @@ class MaskProxyHead(Head):
         A[i, p] = e_i·S_p = Σ_{j in p} G_ij and ‖S_p‖² = Σ_{i in p} A[i, p]; i's own
         leave-one-out sum S_p − e_i has e_i·(S_p − e_i) = A[i, p] − G_ii and squared norm
         ‖S_p‖² − 2 A[i, p] + G_ii."""
-        e, classes, inverse, members, gram = parts
+        e, classes, inverse, gram = parts
         a = gram.new_zeros(gram.shape[0], classes.numel()).index_add_(1, inverse, gram)  # (B, P)
         a_own = a.gather(1, inverse.view(-1, 1)).squeeze(1)                             # (B,)
         norm2 = a_own.new_zeros(classes.numel()).index_add_(0, inverse, a_own)           # ‖S_p‖²
@@ -279,8 +277,9 @@ class MultinomialMaskProxyHead(MaskProxyHead):
         self.mmp_proxy_negatives = bool(mmp_proxy_negatives)
 
     def multinomial_loss(self, parts: _Batch) -> torch.Tensor:
-        e, inverse, members = parts.e, parts.inverse, parts.members
-        P, K = members.shape
+        e, inverse = parts.e, parts.inverse
+        P, K = parts.classes.numel(), self.k
+        members = torch.argsort(inverse, stable=True).view(P, K)         # each class's rows
         s = self.scale()
         sim = s * parts.gram                                             # (B, B)
         # Gather each query's K−1 positives and (P−1)·K entity negatives rather than masking
