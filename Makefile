@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
-.PHONY: venv demo test system-data bench compare-heads sed-demo semiweak-demo clean
+.PHONY: venv demo test test-fast lint system-data bench compare-heads sed-demo semiweak-demo clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,18 @@ demo: $(STAMP)
 
 # Tests that start their own Ray run after the rest, in their own process: a second Ray instance on
 # the machine is the suspected cause of a Train hang seen once (Ray auto-detects addresses machine-wide).
-test: $(STAMP) system-data
+test: lint system-data
 	$(PY) -m pytest -q -m "not own_ray" --durations=15
 	$(PY) -m pytest -q -m own_ray --durations=5
+
+# The fast lane: lint, then the unit, data and bad-input tests (no end-to-end training), a few minutes.
+test-fast: lint system-data
+	$(PY) -m pytest -q -m "not slow and not own_ray" --durations=5
+
+# Style (ruff, line length 120) and the architecture contracts (import-linter, pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Real Fashion-MNIST from Debian for the semi-weak tests (best effort: they skip without it).
 system-data:

@@ -143,7 +143,8 @@ def main():
         print(f"| {name} | {1e3 * rt * base_t:.2f} | {rt:.2f}{flag(rt)} | {mem[name] / 2**20:.1f} | "
               f"{rm:.2f}{flag(rm)} |")
     print(f"\n⚠: over the {TARGET}× target.")
-    print(f"RESULT: target <= {TARGET}x softmax; worst time {worst_t:.2f}x ({'met' if worst_t <= TARGET else 'MISSED'}), "
+    print(f"RESULT: target <= {TARGET}x softmax; "
+          f"worst time {worst_t:.2f}x ({'met' if worst_t <= TARGET else 'MISSED'}), "
           f"worst peak memory {worst_m:.2f}x ({'met' if worst_m <= TARGET else 'MISSED'})")
 
 

@@ -1,6 +1,6 @@
 """Input pipeline: speaker-model training steps/s fed from shards (Ray Data fbank) vs from memory.
 
-A generated demo corpus (``datasets.synth_speakers.generate_corpus``) is sharded with
+A generated demo corpus (``datasets.synthetic.speakers.generate_corpus``) is sharded with
 ``build_speaker_shards``. The model is the workflow's default (``workflows.speaker.make_task``:
 TDNN x-vector, hid_dim 256, embed 192, arcface head, batch 32, 200-frame crops, Adam).
 Both variants run in this driver process with the same torch threads and the same train step as
@@ -56,9 +56,9 @@ def start_ray(data_cpus: float | None, num_cpus: int = 2) -> None:
 def make_shards(work: Path, train_speakers: int, samples_per_shard: int, seed: int = 0) -> tuple[list[str], int, float]:
     """Demo corpus -> train shards. Returns (train shard paths, number of classes, seconds taken)."""
     from datasets.shards import shard_paths
-    from datasets.speaker_shards import build_speaker_shards
-    from datasets.synth_speakers import generate_corpus
-    from datasets.voxceleb import find_layout
+    from datasets.synthetic.speakers import generate_corpus
+    from datasets.voxceleb.layout import find_layout
+    from datasets.voxceleb.shards import build_speaker_shards
 
     t0 = time.perf_counter()
     root = generate_corpus(work / "corpus", n_train_speakers=train_speakers, n_test_speakers=2, seed=seed)
@@ -69,7 +69,8 @@ def make_shards(work: Path, train_speakers: int, samples_per_shard: int, seed: i
 
 
 def make_task(num_classes: int, batch_size: int | None = None):
-    from workflows.speaker import SpeakerConfig, make_task as workflow_task
+    from workflows.speaker import SpeakerConfig
+    from workflows.speaker import make_task as workflow_task
 
     cfg = SpeakerConfig()
     if batch_size is not None:
@@ -126,7 +127,8 @@ def data_only_pass(shard, task, shuffle_buffer) -> tuple[float, float]:
     """(time to the first batch, time for the whole pass) of the feature iterator alone."""
     t0, first = time.perf_counter(), None
     for _ in shard.iter_batches(batch_size=task.batch_size, batch_format="numpy", drop_last=True,
-                                local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=0 if shuffle_buffer else None):
+                                local_shuffle_buffer_size=shuffle_buffer,
+                                local_shuffle_seed=0 if shuffle_buffer else None):
         first = first if first is not None else time.perf_counter() - t0
     return first or 0.0, time.perf_counter() - t0
 
@@ -156,7 +158,7 @@ def main() -> None:
         paths, num_classes, took = make_shards(work, args.train_speakers, args.samples_per_shard)
         print(f"[setup] demo corpus + shards: {len(paths)} train shards, {num_classes} speakers, {took:.1f} s")
 
-        from trainers.speaker import feature_dataset
+        from trainers.speaker.task import feature_dataset
 
         cfg, task = make_task(num_classes, batch_size=16 if args.quick else None)
         shard = feature_dataset(paths, task.front, shuffle_seed=cfg.train.seed).streaming_split(1, equal=True)[0]
@@ -180,7 +182,8 @@ def main() -> None:
                 if r["steps"] != n_steps:
                     raise SystemExit(f"{name}: {r['steps']} steps, expected {n_steps}")
 
-        diag = {name: data_only_pass(shard, task, buf) for name, buf in (("plain", None), ("shuffle", task.shuffle_buffer))}
+        diag = {name: data_only_pass(shard, task, buf)
+                for name, buf in (("plain", None), ("shuffle", task.shuffle_buffer))}
         best = {k: max(r["steps_per_s"] for r in v) for k, v in runs.items()}
         med = {k: statistics.median(r["steps_per_s"] for r in v) for k, v in runs.items()}
         ratio, ratio_med = best["shard"] / best["memory"], med["shard"] / med["memory"]

@@ -4,7 +4,7 @@ Input: a seeded, generated set of stereo wav files at 48 kHz and 44.1 kHz (tones
 PCM), laid out like VoxCeleb (``wav/idXXXXX/<video>/NNNNN.wav``), that must be mixed down to mono
 and resampled to 16 kHz: the realistic case for corpora that are not already 16 kHz mono.
 
-* ray:      ``datasets.shards.build_shards`` with ``datasets.speaker_shards.decode_utterance``
+* ray:      ``datasets.shards.build_shards`` with ``datasets.voxceleb.shards.decode_utterance``
             (Ray Data ``map_batches`` + ``ShardSink``), local Ray with ``num_cpus=2``.
 * baseline: one Python loop over the same (identically permuted) items calling the same
             ``decode_utterance`` (load_audio + mix-down + resample + encode_wav) and writing with
@@ -22,7 +22,8 @@ untimed, traced Ray builds follow (decode wrapped to log pid + start/end per ite
 with ``DataContext.op_resource_reservation_enabled=False``, to show how many decodes ran at once.
 Target: speed-up (baseline / ray) >= 1.7.
 
-    python benchmarks/bench_shards.py [--files 1024] [--samples-per-shard 256] [--reps 2] [--no-1t] [--no-diagnose] [--quick]
+    python benchmarks/bench_shards.py [--files 1024] [--samples-per-shard 256] [--reps 2] [--no-1t]
+        [--no-diagnose] [--quick]
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def make_inputs(root: Path, n_files: int, rates: list[int], min_dur: float, max_
 
 def build_with_ray(items: list[dict], out: Path, samples_per_shard: int) -> dict:
     from datasets.shards import build_shards
-    from datasets.speaker_shards import decode_utterance
+    from datasets.voxceleb.shards import decode_utterance
 
     return build_shards(items, out, corpus="bench", split="train",
                         decode=functools.partial(decode_utterance, sample_rate=TARGET_SR),
@@ -87,7 +88,7 @@ def build_with_ray(items: list[dict], out: Path, samples_per_shard: int) -> dict
 def build_single_process(items: list[dict], out: Path, samples_per_shard: int) -> dict:
     import webdataset as wds
 
-    from datasets.speaker_shards import decode_utterance
+    from datasets.voxceleb.shards import decode_utterance
 
     # Same order as build_shards: sorted keys, then the seeded permutation.
     items = sorted(items, key=lambda it: it["key"])
@@ -116,7 +117,7 @@ class TracedDecode:
         self.log = log
 
     def __call__(self, item: dict) -> dict:
-        from datasets.speaker_shards import decode_utterance
+        from datasets.voxceleb.shards import decode_utterance
 
         t0 = time.time()
         out = decode_utterance(item, TARGET_SR)
@@ -246,7 +247,8 @@ def main() -> None:
         print(f"Shard build of {len(items)} files -> {n_shards} shards of <= {args.samples_per_shard} samples "
               f"(mix-down + resample to {TARGET_SR} Hz + encode_wav + tar + manifest). "
               f"Best of {args.reps} alternating runs each. Baseline torch.get_num_threads() = {base_threads} "
-              f"(default; the resample runs multi-threaded; os.cpu_count() = {os.cpu_count()}), Ray task torch threads = {worker_threads}. "
+              f"(default; the resample runs multi-threaded; os.cpu_count() = {os.cpu_count()}), "
+              f"Ray task torch threads = {worker_threads}. "
               f"Identical wav members in both outputs: {same}.")
         print()
         best_1t = min(times["baseline-1t"]) if "baseline-1t" in times else float("nan")

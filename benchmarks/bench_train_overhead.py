@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from bench_input_pipeline import make_shards, make_task, start_ray, train_epoch  # noqa: E402
 
 TARGET = 1.10
@@ -64,7 +63,7 @@ def worker_torch_threads() -> int:
 
 def run_ray(task, loop_cfg, paths, storage: Path, name: str) -> dict:
     from trainers.loop import fit, load_checkpoint_state
-    from trainers.speaker import feature_dataset
+    from trainers.speaker.task import feature_dataset
 
     t0 = time.perf_counter()
     result = fit(task, {"train": feature_dataset(paths, task.front, shuffle_seed=loop_cfg.seed)}, loop_cfg,
@@ -78,7 +77,7 @@ def run_ray(task, loop_cfg, paths, storage: Path, name: str) -> dict:
 
 def run_plain(task, loop_cfg, paths, ckpt_dir: Path) -> dict:
     from trainers.loop import _optimizer, lr_at
-    from trainers.speaker import feature_dataset
+    from trainers.speaker.task import feature_dataset
 
     t0 = time.perf_counter()
     torch.manual_seed(loop_cfg.seed)

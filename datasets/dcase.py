@@ -1,4 +1,4 @@
-"""The DCASE remix (DESIGN.md 6): TAU Urban Acoustic Scenes 2019 + FSDKaggle2018 -> weakly labelled
+"""The DCASE remix (arXiv 2106.06858): TAU Urban Acoustic Scenes 2019 + FSDKaggle2018 -> weakly labelled
 10 s mixtures at 0/10/20 dB, planned here and mixed in parallel by the one shard writer.
 
 Real layouts read:
@@ -7,8 +7,8 @@ Real layouts read:
   FSD  ROOT/train.csv  comma-separated, header `fname,label,manually_verified` (0/1), files in
                        ROOT/audio_train/, labels among the 41 of FSDKaggle2018
 
-Protocol (Kong's create_mixture_yaml, as DESIGN 6): manually verified events only; events split
-into 4 folds by a seeded permutation; each mixture is one scene clip plus 3 events of distinct
+Protocol (Kong's create_mixture_yaml, qiuqiangkong/sed_time_freq_segmentation): manually verified events only;
+events split into 4 folds by a seeded permutation; each mixture is one scene clip plus 3 events of distinct
 labels from one fold at onsets 0.5, 3.0 and 5.5 s, each cut to its first <= 2 s. The scene is
 energy-normalized (to SCENE_RMS); each event is scaled so that its energy over its own window is
 SNR dB above the scene's energy over that same window. The same planned mixtures are rendered at
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.audio import AudioError, encode_wav, load_audio
-from datasets.voxceleb import LayoutError
+from datasets.errors import LayoutError
 
 FSD_LABELS = (
     "Acoustic_guitar", "Applause", "Bark", "Bass_drum", "Burping_or_eructation", "Bus", "Cello",

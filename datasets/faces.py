@@ -25,8 +25,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets.atomic import write_text
+from datasets.errors import LayoutError
 from datasets.shards import build_shards
-from datasets.voxceleb import LayoutError, relpath_to_key
+from datasets.voxceleb.layout import relpath_to_key
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 EXPECTED = "<identity>/<image>.jpg"
@@ -66,7 +68,8 @@ def find_identity_folders(root: str | os.PathLike) -> tuple[list[FaceImage], lis
     identities = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     if not identities:
         stray = next((e.name for e in entries if e.is_file() and _is_image(e.name)), None)
-        hint = f" (found image {stray} directly in the root: move it into a folder named by its identity)" if stray else ""
+        hint = (f" (found image {stray} directly in the root: move it into a folder named by its identity)"
+                if stray else "")
         raise LayoutError(f"no identity folders under {root}: expected layout {EXPECTED}{hint}")
     items: dict[str, FaceImage] = {}
     for ident in identities:
@@ -195,10 +198,7 @@ def write_lfw_pairs(path: str | os.PathLike, pairs: list[FacePair], folds: int, 
                     lines.append(f"{a}\t{na}\t{nb}")
                 else:
                     lines.append(f"{a}\t{na}\t{b}\t{nb}")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- one root: training + LFW

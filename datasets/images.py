@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.voxceleb import LayoutError
+from datasets.errors import LayoutError
 
 KINDS = ("cifar10", "mnist", "fashion-mnist", "svhn")
 SPLITS = ("train", "test")
@@ -81,7 +81,8 @@ class _CifarUnpickler(pickle.Unpickler):
     """Loads only what a CIFAR-10 batch holds: dicts, lists, bytes, str, ints and numpy arrays
     (`_codecs.encode` is how Python 3 writes bytes at protocol 2, a pure str -> bytes function)."""
 
-    ALLOWED = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                ("numpy", "ndarray"), ("numpy", "dtype")}
 
@@ -136,12 +137,12 @@ def read_cifar10(root: Path, split: str) -> ImageSet:
 
 def write_cifar10_batch(path: Path, images: np.ndarray, labels: np.ndarray, batch_label: str) -> None:
     """One batch in CIFAR-10's python layout (what the generated demo set writes)."""
-    from datasets.generated import write_atomic
+    from datasets.atomic import write_bytes
 
     data = np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3072), dtype=np.uint8)
     obj = {b"batch_label": batch_label.encode(), b"labels": [int(v) for v in labels], b"data": data,
            b"filenames": [f"{batch_label}_{i:05d}.png".encode() for i in range(len(labels))]}
-    write_atomic(path, pickle.dumps(obj, protocol=2))
+    write_bytes(path, pickle.dumps(obj, protocol=2))
 
 
 # ----------------------------------------------------------------------------- MNIST / Fashion-MNIST IDX
@@ -214,11 +215,11 @@ def read_svhn(path: Path) -> ImageSet:
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """An IDX file of unsigned bytes, gzipped when the name ends in .gz (for fixtures)."""
-    from datasets.generated import write_atomic
+    from datasets.atomic import write_bytes
 
     data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + \
         np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    write_atomic(path, gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    write_bytes(path, gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
 
 
 def describe(images: ImageSet) -> str:

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from ray.data import Datasink
 
+from datasets.atomic import write_bytes, write_json
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
@@ -79,9 +81,7 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> tuple[int, int, 
                 tar.addfile(info, io.BytesIO(data))
             count += 1
     data = buf.getvalue()
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
     return count, len(data), hashlib.sha256(data).hexdigest()
 
 
@@ -153,7 +153,8 @@ class ShardSink(Datasink):
         for shard, rows in sorted(by_shard.items()):
             rows.sort(key=lambda r: r["__order__"])
             good = [r for r in rows if r["__error__"] is None]
-            bad = [{"key": r["__key__"], "path": r["__path__"], "error": r["__error__"]} for r in rows if r["__error__"]]
+            bad = [{"key": r["__key__"], "path": r["__path__"], "error": r["__error__"]}
+                   for r in rows if r["__error__"]]
             name = shard_name(self.corpus, self.split, shard)
             samples = ({"__key__": r["__key__"], **pickle.loads(r["__members__"])} for r in good)
             count, size, digest = write_tar(Path(self.staging) / name, samples)
@@ -203,7 +204,8 @@ def verify_shards(out_dir: str | os.PathLike, checksum: bool = True) -> dict:
             raise ShardError(f"shard {path} is truncated or altered: {size} bytes, manifest says {shard['bytes']}; "
                              "rebuild the shard set")
         if checksum and sha256_file(path) != shard["sha256"]:
-            raise ShardError(f"shard {path} is altered: sha256 differs from {out_dir / MANIFEST}; rebuild the shard set")
+            raise ShardError(f"shard {path} is altered: sha256 differs from {out_dir / MANIFEST}; "
+                             "rebuild the shard set")
     return manifest
 
 
@@ -230,12 +232,6 @@ def json_member(value) -> dict:
 
 def manifest_digest(out_dir: str | os.PathLike) -> str:
     return sha256_file(Path(out_dir) / MANIFEST)
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- build
@@ -316,7 +312,8 @@ def build_shards(
             listing = "\n".join(f"  {b['path']}: {b['error']}" for b in bad[:20])
             more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
             raise ShardError(f"{len(bad)} unreadable or invalid input file(s) in {corpus}/{split}:\n{listing}{more}\n"
-                             "Fix or remove them, or pass --skip-bad to skip them (they are then listed in the manifest).")
+                             "Fix or remove them, or pass --skip-bad to skip them "
+                             "(they are then listed in the manifest).")
         for stale in out_dir.glob(f"{corpus}-{split}-*.tar"):
             stale.unlink()
         for r in results:
@@ -335,7 +332,7 @@ def build_shards(
         "skipped": bad,
         **(extra or {}),
     }
-    _write_json_atomic(out_dir / MANIFEST, manifest)
+    write_json(out_dir / MANIFEST, manifest, sort_keys=True)
     log(f"[shards] {corpus}/{split}: wrote {manifest['num_samples']} samples"
         + (f", skipped {len(bad)} bad file(s)" if bad else ""))
     return manifest

@@ -17,7 +17,8 @@ def ray_local():
 
     if not ray.is_initialized():
         # workers must import helpers defined in test modules (pickled by reference)
-        tests, root = os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        tests, root = (os.path.dirname(os.path.abspath(__file__)),
+                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests, root])}})
     yield ray

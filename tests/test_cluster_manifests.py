@@ -316,26 +316,30 @@ def sweep_trial_config(sweep, args):
     from unittest import mock
 
     from tuning import tuner
-    from tuning.targets import TARGETS
 
     settings = sweep.settings_of(args)
     if settings.config is not None:   # relative to the repository root, where the job's working_dir unpacks
         settings = dataclasses.replace(settings, config=str(ROOT / settings.config))
-    target = TARGETS[settings.workflow]
-    assert getattr(target.workflow(), target.config_class) is workflow_config_class(target.workflow())
+    target = sweep.TARGETS[settings.workflow]
     cfg = tuner.trial_config(target, settings, first_values(settings.space["params"]), 1.0)
-    # a corpus only a target with a `prepare` step reads: anywhere else --data would be silently ignored
-    assert bool(settings.data) == bool(target.prepare), \
-        f"{settings.workflow}: --data is {'ignored' if settings.data else 'missing (the demo corpus would run)'}"
+    if args.data:   # --data reaches the trials' config through the workflow's data key
+        assert f"{target.data_key}={Path(args.data).resolve()}" in settings.set
     with tempfile.TemporaryDirectory() as tmp, \
-            mock.patch("workflows.common.init_ray", side_effect=RayWouldStart), pytest.raises(RayWouldStart):
-        tuner.sweep(settings, Path(tmp) / "out", log=lambda *a: None)   # an empty --out: nothing to resume
+            mock.patch("tuning.tuner.init_ray", side_effect=RayWouldStart), pytest.raises(RayWouldStart):
+        tuner.sweep(target, settings, Path(tmp) / "out", log=lambda *a: None)   # an empty --out: nothing to resume
     return cfg
 
 
 @pytest.mark.parametrize("path", [p for p, _ in rayjobs()], ids=lambda p: p.name)
 def test_rayjob_entrypoint_is_a_workflow_with_accepted_flags_and_keys(path):
-    parse_entrypoint(load(path)["spec"]["entrypoint"])
+    """The run's settings come from a recipe of workflows/configs/ (--config), not from inline --set chains, and the
+    resolved config passes the workflow's own validate (the model built once, before any data is read; a sweep's
+    check above runs it through the sweep)."""
+    argv, module, args, cfg = parse_entrypoint(load(path)["spec"]["entrypoint"])
+    assert args.config is not None and Path(args.config).parent == Path("workflows/configs"), \
+        f"{path.name}: pass a recipe of workflows/configs/ with --config"
+    if argv[1] != SWEEP:
+        module.validate(cfg)
 
 
 def sweep_entrypoints() -> list[str]:
@@ -344,8 +348,8 @@ def sweep_entrypoints() -> list[str]:
 
 def test_sweep_entrypoint_check_is_not_vacuous(tmp_path):
     """A misspelt --set key, a value of the wrong type, a space of another workflow, an unknown space, a misspelt
-    key in a space file, a key the sweep refuses to sample, too few trials and --data where the workflow ignores
-    it all fail the entrypoint check."""
+    key in a space file, a key the sweep refuses to sample, too few trials and --data the workflow cannot read as
+    given all fail the entrypoint check."""
     from trainers.config import ConfigError
     from tuning.spaces import SPACES
 
@@ -382,10 +386,12 @@ def test_sweep_entrypoint_check_is_not_vacuous(tmp_path):
         with pytest.raises(ConfigError):
             parse_entrypoint(shlex.join(bad))
             pytest.fail(f"not caught: {what}")
-    if "--data" in argv:   # the same flags on a workflow that takes no corpus
-        ignored = argv[:2] + ["semiweak"] + with_space("semiweak")[3:]
-        with pytest.raises(AssertionError, match="ignored"):
-            parse_entrypoint(shlex.join(ignored))
+    if "--data" in argv:   # a corpus root the workflow cannot read as given is refused, never ignored
+        data = argv[argv.index("--data") + 1]
+        demo_kind = ["python", SWEEP, "semiweak", "--space", "semiweak", "--trials", "2", "--out", "/shared/x",
+                     "--data", data]
+        with pytest.raises(ConfigError, match="data.kind is demo"):
+            parse_entrypoint(shlex.join(demo_kind))
 
 
 @pytest.mark.parametrize("path", [p for p, _ in rayjobs()], ids=lambda p: p.name)
@@ -486,7 +492,7 @@ def test_working_dir_package_holds_the_project_without_outputs(tmp_path):
     create_package(str(ROOT), package, include_gitignore=False, excludes=excludes)
     names = set(zipfile.ZipFile(package).namelist())
     needed = {"workflows/sed.py", "workflows/speaker.py", "workflows/sweep.py", "workflows/semiweak.py",
-              "tuning/tuner.py", "tuning/targets.py", "tuning/spaces.py", "workflows/common.py", "datasets/shards.py",
+              "tuning/tuner.py", "tuning/target.py", "tuning/spaces.py", "workflows/common.py", "datasets/shards.py",
               "trainers/loop.py", "workflows/configs/sed_paper.yaml", "constraints.txt",
               "data/esc50-actions/actionvector_three_per_audiofile.csv"}
     assert needed <= names

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from datasets.audio import AudioError, decode_wav, encode_wav, load_audio
-from datasets.dcase import (CLIP_S, MAX_EVENT_S, ONSETS, build_remix_shards, mix, plan_mixtures, read_fsd,
-                            read_tau)
+from datasets.dcase import CLIP_S, MAX_EVENT_S, ONSETS, build_remix_shards, mix, plan_mixtures, read_fsd, read_tau
+from datasets.errors import LayoutError
 from datasets.shards import shard_paths
-from datasets.synth_dcase import EVENT_LABELS, generate_dcase_corpus
-from datasets.voxceleb import LayoutError
+from datasets.synthetic.dcase import EVENT_LABELS, generate_dcase_corpus
 
 SR, HOP = 16000, 512
 

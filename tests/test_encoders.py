@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from trainers.encoders import ENCODERS, XVector, build_encoder
+from trainers.encoders import ENCODERS, build_encoder
+from trainers.encoders.tdnn import XVector
 
 NAMES = ["tdnn", "resnet18", "resnet34"]
 

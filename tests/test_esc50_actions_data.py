@@ -8,11 +8,25 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets.action_vectors import (AGGREGATORS, PSEUDO_WORKER_NOTICE, agreement, aggregate, fleiss_kappa,
-                                     pseudo_worker_notice)
-from datasets.esc50 import (ACTIONS, SHIPPED_ANNOTATIONS, SUM_FILE, THREE_RATERS_FILE, read_crowd, read_esc50,
-                            read_sum, read_three_raters)
-from datasets.voxceleb import LayoutError
+from datasets.errors import LayoutError
+from datasets.esc50.action_vectors import (
+    AGGREGATORS,
+    PSEUDO_WORKER_NOTICE,
+    aggregate,
+    agreement,
+    fleiss_kappa,
+    pseudo_worker_notice,
+)
+from datasets.esc50.meta import (
+    ACTIONS,
+    SHIPPED_ANNOTATIONS,
+    SUM_FILE,
+    THREE_RATERS_FILE,
+    read_crowd,
+    read_esc50,
+    read_sum,
+    read_three_raters,
+)
 
 ESC50_HEADER = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 # The first rows of the real meta/esc50.csv.
@@ -258,7 +272,8 @@ def _set(rows, i, column, value, header):
 BAD_THREE = {
     "not in meta": (lambda h, r: _set(r, 4, "filename", "1-999999-A-0.wav", h),
                     r"three.csv line 6: 1-999999-A-0.wav is not in ESC-50's meta"),
-    "rating 5": (lambda h, r: _set(r, 2, "sizzling", "5", h), r"three.csv line 4: sizzling = '5' is not a rating \(0-4\)"),
+    "rating 5": (lambda h, r: _set(r, 2, "sizzling", "5", h),
+                 r"three.csv line 4: sizzling = '5' is not a rating \(0-4\)"),
     "rating -1": (lambda h, r: _set(r, 0, "blowing", "-1", h), r"three.csv line 2: blowing = '-1' is not a rating"),
     "rating 2.5": (lambda h, r: _set(r, 0, "blowing", "2.5", h), r"three.csv line 2: blowing = '2.5' is not a rating"),
     "missing action": (lambda h, r: ([c for c in h if c != "rolling"],
@@ -266,7 +281,8 @@ BAD_THREE = {
                        r"three.csv line 1: missing column\(s\) rolling"),
     "four rows": (lambda h, r: (h, [*r[:3], r[0], *r[3:]]), r"three.csv line 5: 1-100032-A-0.wav has more than 3 rows"),
     "two rows": (lambda h, r: (h, r[:8]), r"three.csv line 8: 1-100210-A-36.wav has 2 row\(s\)"),
-    "category": (lambda h, r: _set(r, 0, "category", "cat", h), r"three.csv line 2: 1-100032-A-0.wav has category 'cat'"),
+    "category": (lambda h, r: _set(r, 0, "category", "cat", h),
+                 r"three.csv line 2: 1-100032-A-0.wav has category 'cat'"),
     "empty": (lambda h, r: _set(r, 3, "tapping", "", h), r"three.csv line 5: empty or missing field\(s\) tapping"),
 }
 
@@ -332,7 +348,8 @@ def test_bad_crowd(tmp_path, case, real):
 
 def test_bad_crowd_missing_column(tmp_path):
     with pytest.raises(LayoutError, match=r"crowd.csv line 1: missing column\(s\) worker"):
-        read_crowd(_write_csv(tmp_path / "crowd.csv", ["task", "action", "label"], [["1-100032-A-0.wav", "blowing", "0"]]))
+        read_crowd(_write_csv(tmp_path / "crowd.csv", ["task", "action", "label"],
+                              [["1-100032-A-0.wav", "blowing", "0"]]))
 
 
 BAD_ESC50 = {

@@ -23,15 +23,16 @@ FAST = ["train.epochs=6", "train.batch_size=32", "demo.n_train_ids=100", "demo.n
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("face")
     cfg = load_config(FaceConfig, None, FAST)
-    return out, cfg, run(cfg, None, out, log=print)
+    return out, cfg, run(cfg, out, log=print)
 
 
 def test_trained_beats_untrained(demo_run):
     _, _, report = demo_run
-    trained, untrained = report["verification"]["trained"], report["verification"]["untrained"]
+    trained, untrained = (report["verification"]["pairs.txt"]["trained"],
+                          report["verification"]["pairs.txt"]["untrained"])
     print(f"accuracy trained {trained['mean_acc']:.3f} untrained {untrained['mean_acc']:.3f}; "
           f"EER trained {trained['eer']:.3f} untrained {untrained['eer']:.3f}")
-    assert trained["n_pairs"] == 400 and trained["n_folds"] == 10 and len(trained["fold_acc"]) == 10
+    assert trained["n_trials"] == 400 and trained["n_folds"] == 10 and len(trained["fold_acc"]) == 10
     assert trained["mean_acc"] > untrained["mean_acc"] + 0.08
     assert trained["eer"] < untrained["eer"] - 0.05
 
@@ -60,7 +61,7 @@ def test_outputs_and_provenance(demo_run):
 def test_second_run_reuses_shards_and_model(demo_run, capsys):
     out, cfg, first = demo_run
     before = (out / "model.pt").stat().st_mtime_ns
-    again = run(cfg, None, out, log=print)
+    again = run(cfg, out, log=print)
     logged = capsys.readouterr().out
     assert "faces/train: up to date" in logged and "faces/test: up to date" in logged
     assert "skipping training" in logged and (out / "model.pt").stat().st_mtime_ns == before
@@ -81,8 +82,8 @@ def test_wrong_layout_exits_2_naming_the_path(tmp_path):
 
 def test_a_sweep_reads_its_metric_from_the_report(demo_run):
     """What a `workflows/sweep.py face` trial reports: the trained backbone's LFW accuracy and EER."""
-    from tuning.targets import TARGETS
+    from workflows.sweep import TARGETS
 
     _, cfg, report = demo_run
-    assert TARGETS["face"].final(report, cfg) == {"accuracy": report["verification"]["trained"]["mean_acc"],
-                                                  "eer": report["verification"]["trained"]["eer"]}
+    trained = report["verification"]["pairs.txt"]["trained"]
+    assert TARGETS["face"].final(report) == {"accuracy": trained["mean_acc"], "eer": trained["eer"]}

@@ -8,13 +8,22 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.faces import (FaceImage, FacePair, build_face_shards, decode_face, find_face_layout,
-                            find_identity_folders, lfw_key, pair_images, read_lfw_pairs)
+from datasets.errors import LayoutError
+from datasets.faces import (
+    FaceImage,
+    FacePair,
+    build_face_shards,
+    decode_face,
+    find_face_layout,
+    find_identity_folders,
+    lfw_key,
+    pair_images,
+    read_lfw_pairs,
+)
 from datasets.shards import ShardError, shard_paths
-from datasets.generated import MARKER
-from datasets.synth_faces import generate_face_corpus
-from datasets.voxceleb import LayoutError
-from trainers.face_metrics import best_threshold, verification_accuracy_10fold
+from datasets.synthetic.faces import generate_face_corpus
+from datasets.synthetic.marker import MARKER
+from trainers.metrics import best_threshold, verification_accuracy_10fold
 
 
 def write_image(path, color=(200, 120, 90), size=(40, 30), fmt=None):
@@ -109,7 +118,8 @@ def test_read_lfw_pairs_errors(tmp_path):
     lfw = tmp_path / "lfw"
     for line in PAIRS.splitlines()[1:]:
         parts = line.split("\t")
-        refs = [(parts[0], parts[1]), (parts[0], parts[2])] if len(parts) == 3 else [(parts[0], parts[1]), (parts[2], parts[3])]
+        refs = ([(parts[0], parts[1]), (parts[0], parts[2])] if len(parts) == 3
+                else [(parts[0], parts[1]), (parts[2], parts[3])])
         for name, n in refs:
             write_image(lfw / name / f"{name}_{int(n):04d}.jpg")
     assert len(read_lfw_pairs(path, lfw)) == 8
@@ -234,7 +244,6 @@ def test_face_shards_readable_by_webdataset(ray_local, tmp_path):
 
 def test_sfnet20_shapes_and_registry():
     from trainers.encoders import ENCODERS, build_encoder
-    import trainers.face_backbones  # noqa: F401  (registers sfnet20)
 
     assert "sfnet20" in ENCODERS
     torch.manual_seed(0)

@@ -47,7 +47,7 @@ def test_worker_killed_run_resumes(ray_local, tmp_path):
                                args=(ray_local, tmp_path / "checkpoints", stop, killed), daemon=True)
     watcher.start()
     try:
-        report = run(cfg, None, tmp_path, log=print)
+        report = run(cfg, tmp_path, log=print)
     finally:
         stop.set()
         watcher.join()

@@ -1,4 +1,4 @@
-"""CosFace, SphereFace (A-Softmax), SphereFace-R and SphereFace2 heads (DESIGN 5).
+"""CosFace, SphereFace (A-Softmax), SphereFace-R and SphereFace2 heads (OpenSphere / WeSpeaker formulas).
 
 Expected values are computed here from the angles with `math`, independently of the heads' code:
 2-D heads whose class weights sit at known angles, x at known angles and norms.
@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.heads import HEADS, SphereFaceRHead, build_head
 from trainers.embedding import EmbeddingModel
+from trainers.heads import HEADS, build_head
+from trainers.heads.sphereface import SphereFaceRHead
 
 W_DEG = [0.0, 90.0, 215.0]          # class weight directions (class 2 scaled by 3; not antipodal
 #                                     to any x: acos is ill-conditioned in float32 at cos = −1)
@@ -264,7 +265,7 @@ def _sf2_init_logits(mtype, lam, r, m, t, K):
 
 
 def _closed_form_bias(ay, ai, lam, K):
-    """DESIGN 5's formula as written (ill-conditioned when z > 1 and e^(a_y − a_i) is tiny)."""
+    """The bias-init formula as written (ill-conditioned when z > 1 and e^(a_y − a_i) is tiny)."""
     z = lam / ((1 - lam) * (K - 1))
     return (math.log(2 * z) - ai
             - math.log(1 - z + math.sqrt((1 - z) ** 2 + 4 * z * math.exp(ay - ai))))
@@ -291,7 +292,7 @@ def test_sphereface2_closed_form_bias_is_the_balance_root():
         root = _balance_root(ay, ai, lam, K)
         head = build_head("sphereface2", 4, K, margin_type=mtype, m=m, lam=lam, r=r)
         assert head.init_bias() == pytest.approx(root, abs=1e-6)
-        if lam / ((1 - lam) * (K - 1)) < 1:  # well-conditioned: DESIGN's formula as written
+        if lam / ((1 - lam) * (K - 1)) < 1:  # well-conditioned: the formula as written
             assert _closed_form_bias(ay, ai, lam, K) == pytest.approx(root, abs=1e-6)
 
 

@@ -6,18 +6,19 @@ import json
 import pytest
 
 from trainers.config import load_config
-from workflows.speaker import SpeakerConfig, comparable_heads, compare_heads
+from trainers.heads import canonical_heads
+from workflows.speaker import SpeakerConfig, compare_heads
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 9 heads
 
 BUDGET = ["train.epochs=6", "scale.workers=2", "demo.n_train_speakers=32"]
-HEADS = comparable_heads()
+HEADS = canonical_heads()
 
 
 @pytest.fixture(scope="module")
 def comparison(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("heads")
-    return out, compare_heads(load_config(SpeakerConfig, None, BUDGET), None, out, HEADS, log=print)
+    return out, compare_heads(load_config(SpeakerConfig, None, BUDGET), out, HEADS, log=print)
 
 
 def test_registry_covers_every_paper_head():

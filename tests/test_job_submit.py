@@ -69,7 +69,8 @@ def start_head(env: dict) -> tuple[str, int, int]:
         with open(log_path, "w") as log:
             proc = subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
                                    f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-                                   f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                                   f"--dashboard-agent-listen-port={agent}",
+                                   f"--dashboard-agent-grpc-port={agent_grpc}",
                                    f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                                    f"--temp-dir={temp}"], env=env, stdout=log, stderr=subprocess.STDOUT)
         if proc.returncode == 0:
@@ -92,12 +93,13 @@ def local_head():
         yield env, f"http://127.0.0.1:{dash}", gcs, temp
     finally:
         stop_head(temp)
-        if not os.environ.get("KEEP_RAY_TMP"): shutil.rmtree(temp, ignore_errors=True)
+        if not os.environ.get("KEEP_RAY_TMP"):
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 WORKFLOWS = {
     "speaker": (["--epochs", "2", "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4"],
-                lambda report: "veri_test2" in report["trials"]),
+                lambda report: "veri_test2" in report["verification"]),
     "esc50_actions": (["--epochs", "2", "--model", "av_logreg", "--fold", "1"],
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),
     "sed": (["--epochs", "1", "--set", "demo.per_fold=6", "--set", "demo.scenes_per_class=2"],
@@ -109,7 +111,8 @@ def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -
     """`ray job submit` of a workflow; asserts the job succeeded; returns what it printed."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
            "python", f"workflows/{workflow}.py", "--out", str(out), *args]
-    for _ in range(int(os.environ.get("JOB_TRIES", 30))):  # a fresh head answers "No available agent" until its job agent is up
+    # a fresh head answers "No available agent" until its job agent is up
+    for _ in range(int(os.environ.get("JOB_TRIES", 30))):
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
         if "No available agent" not in proc.stderr + proc.stdout:
             break

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainers.loop import LoopConfig, _in_lockstep, lr_at, validate
-from trainers.speaker import FrontEnd, SpeakerTask
+from trainers.speaker.task import FrontEnd, SpeakerTask
 
 
 def test_exponential_schedule_ends_at_final_lr():

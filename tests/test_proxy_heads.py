@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from trainers.heads import HEADS, build_head
-from trainers.pk_sampler import pk_batches
-from trainers.proxy_heads import MaskProxyHead, MultinomialMaskProxyHead
+from trainers.heads.mask_proxy import MaskProxyHead, MultinomialMaskProxyHead
+from trainers.heads.pk_sampler import pk_batches
 
 
 def _f(t):
@@ -33,7 +33,7 @@ def _mp_by_hand(head, x, y):
     e = [xi.double() / xi.double().norm() for xi in x.detach()]
     labels = [int(v) for v in y]
     classes = sorted(set(labels))
-    members = {c: [j for j, l in enumerate(labels) if l == c] for c in classes}
+    members = {c: [j for j, lab in enumerate(labels) if lab == c] for c in classes}
     total = 0.0
     for i, s in enumerate(labels):
         logits = []
@@ -356,7 +356,7 @@ def test_mask_proxy_refuses_a_second_backward_through_one_graph():
 
 
 def test_fused_autograd_functions_gradcheck():
-    from trainers.proxy_heads import _Gram, _MaskAndPool
+    from trainers.heads.mask_proxy import _Gram, _MaskAndPool
     g = torch.Generator().manual_seed(5)
     cos = torch.rand(6, 9, generator=g, dtype=torch.float64).requires_grad_()
     inverse = torch.tensor([0, 1, 2, 2, 0, 1])

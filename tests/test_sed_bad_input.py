@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datasets.audio import encode_wav
-from datasets.synth_dcase import generate_dcase_corpus
+from datasets.synthetic.dcase import generate_dcase_corpus
 from workflows.sed import main
 
 

@@ -15,7 +15,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("sed")
     cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]"])
-    return out, cfg, run(cfg, None, None, out, log=print)
+    return out, cfg, run(cfg, out, log=print)
 
 
 def test_full_model_is_far_above_untrained_at_20_db(demo_run):
@@ -44,7 +44,7 @@ def test_outputs_and_provenance(demo_run):
 
 def test_second_run_reuses_shards_and_models(demo_run, capsys):
     out, cfg, first = demo_run
-    again = run(cfg, None, None, out, log=print)
+    again = run(cfg, out, log=print)
     logged = capsys.readouterr().out
     assert "up to date" in logged and logged.count("skipping training") == 2
     assert again["results"] == first["results"]
@@ -52,8 +52,8 @@ def test_second_run_reuses_shards_and_models(demo_run, capsys):
 
 def test_a_sweep_reads_its_metric_from_the_report(demo_run):
     """What a `workflows/sweep.py sed` trial reports: the held-out fold's scores of the full model."""
-    from tuning.targets import TARGETS
+    from workflows.sweep import TARGETS
 
     _, cfg, report = demo_run
-    final = TARGETS["sed"].final(report, cfg)
+    final = TARGETS["sed"].final(report)
     assert final["macro_ap"] == report["results"]["20"]["full"]["macro_ap"] and {"micro_ap", "segment_f1"} <= set(final)

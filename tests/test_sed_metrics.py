@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from trainers.sed_metrics import clip_metrics, frames_to_events, segment_metrics
+from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
 
 
 def _ap(y, s):

@@ -1,9 +1,9 @@
-"""SEDModel (DESIGN 6): shapes and ranges per pooling, the loss as BCE + alpha * MSE, argument errors,
+"""SEDModel (arXiv 2106.06858): shapes and ranges per pooling, the loss as BCE + alpha * MSE, argument errors,
 and overfitting a tiny synthetic batch where class k is energy in frequency band k."""
 import pytest
 import torch
 
-from trainers.sed_model import POOLINGS, SEDModel, clip_bce
+from trainers.sed.model import POOLINGS, SEDModel, clip_bce
 
 T, F, C = 32, 16, 3
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS, BagError, build_bag_shards, plan_bags
-from datasets.images import (CIFAR_DIR, FASHION_DEBIAN, load_images, read_idx, write_cifar10_batch,
-                             write_idx)
-from datasets.synth_images import CLASSES, generate_image_corpus
-from datasets.voxceleb import LayoutError
+from datasets.errors import LayoutError
+from datasets.images import CIFAR_DIR, FASHION_DEBIAN, load_images, read_idx, write_cifar10_batch, write_idx
+from datasets.synthetic.images import CLASSES, generate_image_corpus
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS, build_bag_shards, plan_bags
 from datasets.images import CIFAR_DIR, FASHION_DEBIAN, ImageSet, load_images
-from datasets.synth_images import generate_image_corpus
+from datasets.synthetic.images import generate_image_corpus
 from trainers.config import load_config
 from workflows.semiweak import SemiWeakConfig, main, run
 
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 def small_run(tmp_path, overrides):
     cfg = load_config(SemiWeakConfig, None, ["methods=[two_stage,mil]", "train.epochs=6", *overrides])
     report = run(cfg, tmp_path, log=print)
-    print(json.dumps({k: {m: v for m, v in r.items() if m != "history"} for k, r in report["results"].items()}, indent=1))
+    print(json.dumps({k: {m: v for m, v in r.items() if m != "history"} for k, r in report["results"].items()},
+                     indent=1))
     return report
 
 
@@ -51,8 +52,8 @@ def train_all(runs: dict, storage) -> dict:
     """{name: (kind, shard paths, members)} trained together (a quarter CPU each) -> {name: (losses, state)}."""
     from datasets.shards import read_shards
     from trainers.loop import LoopConfig, fit, load_checkpoint_state
-    from trainers.semiweak import BagTask
-    from workflows.common import in_parallel
+    from trainers.resources import in_parallel
+    from trainers.semiweak.task import BagTask
 
     def train(name):
         kind, paths, members = runs[name]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.semiweak import BagLearner, assign_to_counts, count_consistent, count_loss, to_batch
+from trainers.semiweak.model import BagLearner, count_consistent, count_loss
+from trainers.semiweak.task import assign_to_counts, to_batch
 
 
 def test_count_losses_match_their_formulas():
@@ -109,9 +110,10 @@ def test_bad_parameters():
 
 
 def test_summary_scores():
-    from trainers.semiweak import summarize
+    from trainers.semiweak.task import summarize
 
-    scores = [{"counts": np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 2.0]]), "predicted_counts": np.array([[1, 1, 1], [0, 0, 2]]),
+    scores = [{"counts": np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 2.0]]),
+               "predicted_counts": np.array([[1, 1, 1], [0, 0, 2]]),
                "correct": np.array([2, 2]), "instances": np.array([3, 2])}]
     s = summarize(scores)
     assert s["instance_accuracy"] == pytest.approx(4 / 5) and s["bag_exact"] == 0.5

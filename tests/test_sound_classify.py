@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.esc50 import SUM_FILE, THREE_RATERS_FILE, read_esc50, read_sum, read_three_raters
-from datasets.synth_esc50 import generate_esc50_corpus
-from trainers.classify import VectorClassifier, confusion_matrix
+from datasets.esc50.meta import SUM_FILE, THREE_RATERS_FILE, read_esc50, read_sum, read_three_raters
+from datasets.synthetic.esc50 import generate_esc50_corpus
+from trainers.esc50.audio import LogMelCNN
+from trainers.esc50.vectors import VectorClassifier, confusion_matrix
 from trainers.features import LogMel
-from trainers.sound_classify import LogMelCNN
 
 
 def test_vector_classifier_standardizes_with_stored_training_stats():

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from datasets.shards import MANIFEST, read_manifest
-from datasets.speaker_shards import build_speaker_shards
-from datasets.voxceleb import find_layout
+from datasets.voxceleb.layout import find_layout
+from datasets.voxceleb.shards import build_speaker_shards
 from workflows.speaker import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,8 @@ def test_other_rates_and_channels_are_resampled_and_recorded(ray_local, tmp_path
     odd = root / "wav" / "id10003/vid3a/00001.wav"
     sf.write(odd, 0.1 * np.random.default_rng(1).standard_normal((44100, 2)).astype(np.float32), 44100)
     build_speaker_shards(find_layout(root), root, tmp_path / "shards")
-    paths = [str(tmp_path / "shards" / "train" / s["name"]) for s in read_manifest(tmp_path / "shards" / "train")["shards"]]
+    paths = [str(tmp_path / "shards" / "train" / s["name"])
+             for s in read_manifest(tmp_path / "shards" / "train")["shards"]]
     meta = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(paths, shardshuffle=False)}
     info = meta["id10003/vid3a/00001"]
     assert info["orig_sr"] == 44100 and info["orig_channels"] == 2 and info["resampled"] and info["mixed_down"]

@@ -15,12 +15,12 @@ FAST = ["train.epochs=10", "scale.workers=2", "demo.n_train_speakers=48"]
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("speaker")
     cfg = load_config(SpeakerConfig, None, FAST)
-    return out, cfg, run(cfg, None, out, log=print)
+    return out, cfg, run(cfg, out, log=print)
 
 
 def test_trained_beats_untrained(demo_run):
     _, _, report = demo_run
-    res = report["trials"]["veri_test2"]
+    res = report["verification"]["veri_test2"]
     trained, untrained = res["trained"]["eer"], res["untrained"]["eer"]
     print(f"EER trained {trained:.3f} untrained {untrained:.3f}")
     assert trained < 0.75 * untrained and untrained - trained > 0.05
@@ -43,26 +43,26 @@ def test_outputs_and_provenance(demo_run):
 def test_second_run_reuses_shards_and_model(demo_run, capsys):
     out, cfg, first = demo_run
     before = (out / "model.pt").stat().st_mtime_ns
-    again = run(cfg, None, out, log=print)
+    again = run(cfg, out, log=print)
     logged = capsys.readouterr().out
     assert "up to date" in logged and "skipping training" in logged
     assert (out / "model.pt").stat().st_mtime_ns == before
     # same model, same shards, same trials: the same numbers
-    assert again["trials"] == first["trials"]
+    assert again["verification"] == first["verification"]
 
 
 def test_held_out_speakers_are_scored_every_epoch(ray_local, tmp_path):
     """data.val_speakers: those training speakers leave training and their all-pairs EER is reported
     per epoch (what sweeps select on), below chance (0.5) after 3 epochs on 12 speakers (measured 0.40)."""
     cfg = load_config(SpeakerConfig, None, ["train.epochs=3", "demo.n_train_speakers=16", "data.val_speakers=4"])
-    report = run(cfg, None, tmp_path, log=print)
+    report = run(cfg, tmp_path, log=print)
     val = [h["val_eer"] for h in report["history"]]
     print("val_eer per epoch", val)
     assert len(val) == 3 and all(0 <= v <= 1 for v in val) and val[-1] < 0.45
-    from tuning.targets import TARGETS   # what a `workflows/sweep.py speaker` trial reports
+    from workflows.sweep import TARGETS  # what a `workflows/sweep.py speaker` trial reports
 
-    final = TARGETS["speaker"].final(report, cfg)
-    assert final["val_eer"] == val[-1] and final["test_eer"] == report["trials"]["veri_test2"]["trained"]["eer"]
+    final = TARGETS["speaker"].final(report)
+    assert final["val_eer"] == val[-1] and final["test_eer"] == report["verification"]["veri_test2"]["trained"]["eer"]
     with pytest.raises(Exception, match=r"data.val_speakers must be in \[2, 15\]"):
         run(load_config(SpeakerConfig, None, ["train.epochs=1", "demo.n_train_speakers=16", "data.val_speakers=16"]),
-            None, tmp_path / "bad", log=print)
+            tmp_path / "bad", log=print)

@@ -4,8 +4,8 @@ import pytest
 
 from trainers.config import ConfigError
 from tuning.spaces import SPACES, load_space, overrides
-from tuning.targets import TARGETS
 from tuning.tuner import SweepSettings, plan_concurrency, trial_config
+from workflows.sweep import TARGETS
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
@@ -16,7 +16,7 @@ def test_every_named_space_resolves_and_validates(name):
     for pick in (0, -1):   # the first and the last value of every parameter
         sampled = {k: args[pick] for k, spec in space["params"].items() for args in spec.values()}
         cfg = trial_config(target, settings, sampled, 0.5)
-        target.workflow().validate(cfg)
+        target.validate(cfg)
         assert cfg.scale.cpu_budget == 0.5
         for key, value in sampled.items():
             node = cfg
@@ -88,19 +88,19 @@ def test_asha_is_refused_without_the_state_api(ray_local, tmp_path):
 
     settings = SweepSettings("semiweak", load_space("semiweak"), trials=2, scheduler="asha")
     with pytest.raises(ConfigError, match="ASHA needs Ray's state API"):
-        sweep(settings, tmp_path / "o")
+        sweep(TARGETS["semiweak"], settings, tmp_path / "o")
 
 
 def test_a_trials_cpu_budget_is_shared_by_its_parallel_runs():
     """ESC-50 trains its five folds as parallel Ray Train runs: inside a trial they share the trial's
     budget (pinning every worker to it would take 5 CPUs of a 2-CPU machine and hang the sweep)."""
-    from workflows import common
+    from trainers.resources import cpus_per_worker, parallel_runs_scale
 
     settings = SweepSettings("esc50_actions", load_space("esc50"), trials=1)
     cfg = trial_config(TARGETS["esc50_actions"], settings, {"aggregators": "mean", "models": "fusion_early"}, 1.0)
     folds = len(cfg.test_folds)
-    assert folds > 1 and common.cpus_per_worker(cfg.scale) == 1.0
-    assert common.parallel_runs_scale(cfg.scale, folds, log=lambda *a: None).cpus_per_worker == pytest.approx(1 / folds)
+    assert folds > 1 and cpus_per_worker(cfg.scale) == 1.0
+    assert parallel_runs_scale(cfg.scale, folds, log=lambda *a: None).cpus_per_worker == pytest.approx(1 / folds)
 
 
 def test_sweep_plots_with_a_log_uniform_parameter(tmp_path):

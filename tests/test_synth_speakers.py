@@ -1,12 +1,12 @@
-"""datasets.synth_speakers: a generated corpus in exactly the VoxCeleb1 layout."""
+"""datasets.synthetic.speakers: a generated corpus in exactly the VoxCeleb1 layout."""
 import json
 import re
 
 import pytest
 import soundfile as sf
 
-from datasets.synth_speakers import generate_corpus, main
-from datasets.voxceleb import find_layout
+from datasets.synthetic.speakers import generate_corpus, main
+from datasets.voxceleb.layout import find_layout
 
 SMALL = dict(n_train_speakers=3, n_test_speakers=3, sessions_per_speaker=2, utts_per_session=2,
              min_dur=0.6, max_dur=0.9)

@@ -1,12 +1,20 @@
-"""datasets.voxceleb: the real VoxCeleb folder layouts, trial lists and their errors."""
+"""datasets.voxceleb.layout: the real VoxCeleb folder layouts, trial lists and their errors."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from datasets.audio import AudioError, encode_wav, load_audio
-from datasets.voxceleb import (LayoutError, Trial, Utterance, find_layout, key_to_relpath, read_trials,
-                               relpath_to_key, write_trials)
+from datasets.errors import LayoutError
+from datasets.voxceleb.layout import (
+    Trial,
+    Utterance,
+    find_layout,
+    key_to_relpath,
+    read_trials,
+    relpath_to_key,
+    write_trials,
+)
 
 WAV = encode_wav(np.zeros(160, dtype=np.float32), 16000)
 
@@ -57,7 +65,8 @@ def test_all_trial_lists_define_test_speakers(vox1):
 
 
 def test_train_list_overrides(vox1):
-    (vox1 / "train_list.txt").write_text("id10001 id10001/1zcIwhmdeo4/00002.wav\nid10002 id10002/0_laIeN-Q44/00001.wav\n")
+    (vox1 / "train_list.txt").write_text("id10001 id10001/1zcIwhmdeo4/00002.wav\n"
+                                         "id10002 id10002/0_laIeN-Q44/00001.wav\n")
     lay = find_layout(vox1)
     assert [u.key for u in lay.train] == ["id10001/1zcIwhmdeo4/00002", "id10002/0_laIeN-Q44/00001"]
     assert lay.speakers == ["id10001", "id10002"]
@@ -125,7 +134,8 @@ def test_wav_folder_without_wavs(tmp_path):
     with pytest.raises(LayoutError) as exc:
         find_layout(tmp_path)
     msg = str(exc.value)
-    assert f"no .wav under {tmp_path / 'wav'}" in msg and "expected VoxCeleb layout wav/idXXXXX/<video>/NNNNN.wav" in msg
+    assert (f"no .wav under {tmp_path / 'wav'}" in msg
+            and "expected VoxCeleb layout wav/idXXXXX/<video>/NNNNN.wav" in msg)
     assert "another depth" in msg
 
 

@@ -93,7 +93,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     """Defaults of `cls` <- `base` <- YAML file <- `key=value` overrides, validated once at the end."""
     data = to_dict(cls())
     for layer in (base or {}), _read_yaml(path):
-        _merge(data, layer)
+        _merge(data, layer, cls)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(data, key, value)
@@ -115,10 +115,15 @@ def _read_yaml(path: str | Path | None) -> dict:
     return data
 
 
-def _merge(into: dict, layer: dict) -> None:
+def _merge(into: dict, layer: dict, cls: type) -> None:
+    """Merge a YAML layer into the config's data: sections (dataclasses) merge key by key; any other
+    value, free-form dicts included (a head's or an encoder's keyword arguments), is replaced whole,
+    so `head: {name: sphereface2}` does not inherit the default head's keywords."""
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+        hint = hints.get(key)
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and dataclasses.is_dataclass(hint):
+            _merge(into[key], value, hint)
         else:
             into[key] = value
 
@@ -128,6 +133,3 @@ def config_hash(cfg: Any) -> str:
     data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
-
-def save_yaml(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

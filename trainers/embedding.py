@@ -1,6 +1,5 @@
-"""What the embedding workflows (speakers, faces) share: encoder + head as one model, the head-driven
-parts of a `TrainTask` (model, P x K batches, margin schedules), and embedding extraction by Ray Data
-batch inference."""
+"""What the embedding tasks (speakers, faces) share: encoder + head as one model, the head-driven
+parts of a `TrainTask` (model, P x K batches, margin schedules), and the check of a head config."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -10,8 +9,7 @@ import torch
 from torch import nn
 
 from trainers.heads import MarginScheduler, build_head
-from trainers.loop import map_with_actors
-from trainers.pk_sampler import pk_batches
+from trainers.heads.pk_sampler import pk_batches
 
 
 class EmbeddingModel(nn.Module):
@@ -69,16 +67,34 @@ class HeadTask:
         return {"head_m": float(step())} if step else {}
 
 
+def scored_systems(task, model_state: dict, seed: int, untrained: bool = True) -> dict[str, dict]:
+    """{"trained": the trained encoder's weights, "untrained": the same encoder at its seeded
+    initialization}: what verification scores, so that the untrained line is a fixed baseline."""
+    systems = {"trained": encoder_state(model_state)}
+    if untrained:
+        torch.manual_seed(seed)
+        systems["untrained"] = task.build_encoder().state_dict()
+    return systems
+
+
 def encoder_state(model_state: dict) -> dict:
     """The encoder's weights from an EmbeddingModel state dict."""
     return {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
 
 
-def embed_dataset(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int
-                  ) -> dict[str, np.ndarray]:
-    """Run an embedding actor class over a dataset of {key, ...}: {key: embedding}."""
-    ds = map_with_actors(ds, udf, udf_args, num_blocks, concurrency, batch_size)
-    out = {}
-    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        out.update(zip(batch["key"].tolist(), batch["embedding"]))
-    return out
+def validate_head_config(cfg, make_task, unit: str) -> None:
+    """Fail on bad encoder/head names and parameters before any data is read (ValueError): build the
+    model of `make_task(cfg, num_classes=2)` once; P x K heads need a batch of at least 2 classes.
+    `cfg` has the `head`, `train` (LoopConfig) and `scale` sections of the embedding workflows."""
+    from trainers.loop import validate as validate_loop
+
+    if "name" not in cfg.head:
+        raise ValueError("config key 'head.name' is required (e.g. --head arcface)")
+    if cfg.scale.workers < 1:
+        raise ValueError("scale.workers must be >= 1")
+    validate_loop(cfg.train)
+    task = make_task(cfg, num_classes=2)
+    task.build_model()
+    if task.pk is not None and cfg.train.batch_size < 2 * task.pk:
+        raise ValueError(f"head {cfg.head['name']!r} groups K={task.pk} {unit}: train.batch_size must hold at "
+                         f"least 2 classes (>= {2 * task.pk}), got {cfg.train.batch_size}")

@@ -20,6 +20,8 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import nn
 
+from trainers.resources import ScaleConfig, auto_use_gpu, cpus_per_worker
+
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 
@@ -209,41 +211,11 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
         yield {k: torch.from_numpy(np.ascontiguousarray(b[k], dtype=dtype)) for k, dtype in columns.items()}
 
 
-def cpus_leaving_one_for_data(n: int, budget: float | None = None) -> float:
-    """CPUs for each of `n` long-lived workers or actors so that at least one CPU stays free for the
-    Ray Data read tasks that feed them: on a small cluster, n actors of 1 CPU each would take every
-    CPU and the read task would wait forever (a deadlock, not an error). `budget`: the CPUs the n may
-    hold together (default: the cluster's but one)."""
-    import ray
-
-    if budget is None:
-        budget = max(ray.cluster_resources().get("CPU", 1) - 1, 0.5)
-    return min(1.0, budget / max(n, 1))
-
-
 def _progress(line: str) -> None:
     """A progress line from a training worker, shown once on the driver. Ray Train patches print()
     in its workers to log to its own logger and, since Ray wraps sys.stdout, to print as well: a plain
     print() reaches the driver twice (measured, Ray 2.60); a print to the real stdout is not patched."""
     print(line, file=sys.__stdout__, flush=True)
-
-
-def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int):
-    """`ds.map_batches` through a pool of `udf` actors (batch inference). The actors leave a CPU free
-    for the read tasks (or a small cluster deadlocks); more actors than read blocks would idle."""
-    import ray
-
-    concurrency = max(1, min(concurrency, num_blocks))
-    return ds.map_batches(udf, fn_constructor_args=udf_args, batch_size=batch_size, batch_format="numpy",
-                          compute=ray.data.ActorPoolStrategy(size=concurrency),
-                          num_cpus=cpus_leaving_one_for_data(concurrency))
-
-
-def auto_use_gpu(workers: int) -> bool:
-    """Use GPUs when the cluster has one per worker (a GPU cluster); CPU otherwise."""
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0) >= workers
 
 
 def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str, name: str, workers: int = 1,
@@ -283,4 +255,31 @@ def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         history = json.loads((Path(d) / HISTORY_FILE).read_text())
+    return state, history
+
+
+def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, train_ds_fn, scale: ScaleConfig,
+                   log=print, val_ds_fn=None, callbacks=None) -> tuple[dict, list[dict]]:
+    """Train through `fit`, or reuse `out/model.pt` from a finished run of the same name (the name
+    hashes the config and the data). An interrupted run with the same name resumes from its latest
+    checkpoint. `train_ds_fn` / `val_ds_fn` build the datasets only when training runs; `val_ds_fn`:
+    a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
+    Returns (state dict with 'model', training history)."""
+    from datasets.atomic import atomic_path
+
+    model_file = Path(out) / "model.pt"
+    if model_file.is_file():
+        saved = torch.load(model_file, map_location="cpu", weights_only=True)
+        if saved.get("run_name") == run_name:
+            log(f"[train] {model_file} is up to date (run {run_name}); skipping training")
+            return saved["state"], saved["history"]
+    datasets = {"train": train_ds_fn(), **({"val": val_ds_fn()} if val_ds_fn else {})}
+    result = fit(task, datasets, loop, storage_path=str(Path(out) / "checkpoints"), name=run_name,
+                 workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log),
+                 callbacks=callbacks, placement_strategy=scale.placement_strategy)
+    if result.error is not None:
+        raise result.error
+    state, history = load_checkpoint_state(result.checkpoint)
+    with atomic_path(model_file) as tmp:
+        torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
     return state, history

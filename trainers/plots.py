@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
+from datasets.atomic import atomic_path  # noqa: E402
 from trainers.metrics import compute_eer  # noqa: E402
 
 DET_TICKS_PCT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40)
@@ -30,18 +31,9 @@ DEFAULT_CURVE_KEYS = ("loss", "acc", "val_loss", "val_acc", "eer", "min_dcf_0.01
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = path + ".tmp.png"
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return os.fspath(path)
 
 
 def _probit(rate) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from datasets.atomic import write_text
 from trainers.plots import save_figure
 
 
@@ -34,7 +35,8 @@ def trial_rows(result_grid, params: list[str], metric: str, per_epoch: bool = Tr
         last = r.metrics or {}
         iterations = int(last.get("training_iteration", 0))
         final = bool(last.get("final"))
-        epochs = {"epochs": iterations - 1 if final else iterations} if per_epoch else {}  # the final report is not an epoch
+        # the final report is not an epoch
+        epochs = {"epochs": iterations - 1 if final else iterations} if per_epoch else {}
         rows.append({"trial": last.get("trial_id", ""), **{p: r.config.get(p) for p in params},
                      "metric": last.get(metric), **epochs,
                      "status": "error" if r.error else "finished" if final else "stopped early",
@@ -60,12 +62,12 @@ def write_tables(rows: list[dict], metric: str, out: Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
+    write_text(out / "results.md", table + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns + ["trial_out"], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    (out / "results.csv").write_text(buf.getvalue())
+    write_text(out / "results.csv", buf.getvalue())
     return table
 
 
@@ -78,7 +80,7 @@ def write_best_config(best: dict, out: Path) -> Path | None:
     if isinstance(config.get("scale"), dict):
         config["scale"]["cpu_budget"] = None   # the sweep's share of its cluster, not the best value's
     path = out / "best_config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text(path, yaml.safe_dump(config, sort_keys=False))
     return path
 
 

@@ -25,7 +25,7 @@ from trainers.config import ConfigError
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
 SPACES: dict[str, dict] = {
-    # margins per head (speaker verification; DESIGN 5 ranges around the papers' defaults)
+    # margins per head (speaker verification; ranges around the papers' defaults, docs/speaker.md)
     "arcface": {"workflow": "speaker", "fixed": {"head.name": "arcface"},
                 "params": {"head.m": {"uniform": [0.1, 0.5]}, "head.s": {"choice": [16, 32, 64]}}},
     "cosface": {"workflow": "speaker", "fixed": {"head.name": "cosface"},

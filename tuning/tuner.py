@@ -5,8 +5,8 @@ runs are Train V2 `TorchTrainer`s started from inside the trial (the trial is th
 for per-epoch targets a `TuneReportCallback` forwards every epoch's validation metric to Tune, so
 ASHA can stop weak trials early. The trial ends with one more report holding the final metrics.
 
-Small-cluster trap (DESIGN 2): trials that reserve every CPU starve the Ray Data tasks that feed
-them and the sweep hangs. `plan_concurrency` runs as many trials at once as fit while one CPU stays
+Small-cluster trap (measured with Ray 2.60, trainers/resources.py): trials that reserve every CPU starve the Ray Data
+tasks that feed them and the sweep hangs. `plan_concurrency` runs as many trials at once as fit while one CPU stays
 free, and gives each trial its CPU budget (`scale.cpu_budget`), which its workers share.
 
 An interrupted sweep resumes with `Tuner.restore` (finished trials are not rerun), and Optuna's
@@ -19,9 +19,11 @@ import json
 import math
 from pathlib import Path
 
+from datasets.atomic import write_json
 from trainers.config import ConfigError, load_config
+from trainers.resources import init_ray
 from tuning.spaces import overrides, tune_domains
-from tuning.targets import TARGETS, Target
+from tuning.target import SweepTarget
 
 EXPERIMENT = "sweep"
 STUDY_DB = "optuna.db"
@@ -39,8 +41,7 @@ class SweepSettings:
     grace_period: int = 1            # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: int = 2        # ASHA: keep the best 1/reduction_factor at each rung
     config: str | None = None        # the workflow's YAML config the overrides apply to
-    data: str | None = None          # the corpus root where the workflow takes one (speaker); None: its demo
-    set: list = dataclasses.field(default_factory=list)   # the user's --set overrides
+    set: list = dataclasses.field(default_factory=list)   # the user's --set overrides (data roots included)
 
 
 def plan_concurrency(cpus: float, gpus: float, workers: int, use_gpu: bool, trials: int,
@@ -60,28 +61,31 @@ def plan_concurrency(cpus: float, gpus: float, workers: int, use_gpu: bool, tria
     return concurrency, min(float(workers), usable / concurrency)
 
 
-def trial_overrides(target: Target, settings: SweepSettings, sampled: dict, cpu_budget: float) -> list[str]:
+def trial_overrides(target: SweepTarget, settings: SweepSettings, sampled: dict, cpu_budget: float,
+                    shared: list[str] = ()) -> list[str]:
     """Every override of one trial, weakest first: the target's, the space's fixed keys, the user's
-    --set, the concurrency plan's CPU budget, then the sampled values."""
-    return [*target.sweep_overrides, *overrides(settings.space["fixed"], target.list_keys), *settings.set,
+    --set, what the target's `prepare` made for every trial, the concurrency plan's CPU budget, then
+    the sampled values."""
+    return [*target.overrides, *overrides(settings.space["fixed"], target.list_keys), *settings.set, *shared,
             f"scale.cpu_budget={cpu_budget:.4f}", *overrides(sampled, target.list_keys)]
 
 
-def trial_config(target: Target, settings: SweepSettings, sampled: dict, cpu_budget: float):
-    cls = getattr(target.workflow(), target.config_class)
-    return load_config(cls, settings.config, trial_overrides(target, settings, sampled, cpu_budget))
+def trial_config(target: SweepTarget, settings: SweepSettings, sampled: dict, cpu_budget: float,
+                 shared: list[str] = ()):
+    return load_config(target.config_class, settings.config,
+                       trial_overrides(target, settings, sampled, cpu_budget, shared))
 
 
-def run_trial(config: dict, *, settings: SweepSettings, cpu_budget: float, out: str, shared: dict) -> None:
+def run_trial(config: dict, *, target: SweepTarget, settings: SweepSettings, cpu_budget: float, out: str,
+              shared: list[str]) -> None:
     """The Tune trainable: one workflow run into OUT/trials/<trial id>, final metrics reported last."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    target = TARGETS[settings.workflow]
-    cfg = trial_config(target, settings, config, cpu_budget)
+    cfg = trial_config(target, settings, config, cpu_budget, shared)
     trial_out = Path(out) / "trials" / tune.get_context().get_trial_id()
     callbacks = [TuneReportCallback()] if target.per_epoch else None
-    final = target.run(cfg, trial_out, print, callbacks, shared)
+    final = target.trial(cfg, trial_out, print, callbacks)
     tune.report({**final, "trial_out": str(trial_out), "final": True})
 
 
@@ -97,7 +101,7 @@ def _check_resumable(out: Path, settings: SweepSettings) -> bool:
     return True
 
 
-def sweep(settings: SweepSettings, out: Path, log=print):
+def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
     """Run (or resume) the sweep; returns (ResultGrid, concurrency)."""
     import optuna
     import ray
@@ -106,32 +110,27 @@ def sweep(settings: SweepSettings, out: Path, log=print):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    target = TARGETS.get(settings.workflow)
-    if target is None:
-        raise ConfigError(f"unknown workflow {settings.workflow!r}; sweeps run: {', '.join(TARGETS)}")
+    if settings.workflow != target.name:
+        raise ConfigError(f"sweep settings are for workflow {settings.workflow!r}, the target is {target.name!r}")
     if settings.scheduler not in ("asha", "fifo"):
         raise ConfigError(f"scheduler must be asha or fifo, got {settings.scheduler!r}")
     if settings.scheduler == "asha" and not target.per_epoch:
         raise ConfigError(f"workflow {settings.workflow} reports its metric ({target.metric}) once, at the end: ASHA "
                           "has nothing to compare early; use --scheduler fifo")
-    if settings.data and not target.prepare:
-        raise ConfigError(f"--data is read by speaker sweeps only; give the {settings.workflow} workflow its data "
-                          "through its config keys (--set)")
     if settings.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
-    if target.prepare and any(k.split(".")[0] in ("data", "demo") or k == "train.seed" for k in settings.space["params"]):
+    if target.prepare and any(k.split(".")[0] in ("data", "demo") or k == "train.seed"
+                              for k in settings.space["params"]):
         raise ConfigError(f"{settings.workflow} trials share one corpus and shard set, built before they start: "
                           "its data.*, demo.* and train.seed keys cannot be swept")
     # every key resolves before any trial starts: a misspelt key or bad value fails here, once
     probe = {k: _first_value(spec) for k, spec in settings.space["params"].items()}
     cfg = trial_config(target, settings, probe, 1.0)
-    target.workflow().validate(cfg)
+    target.validate(cfg)
 
     out = out.resolve()
     resume = _check_resumable(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    from workflows.common import init_ray
-
     init_ray(log)
     if settings.scheduler == "asha":
         _require_state_api()
@@ -142,8 +141,8 @@ def sweep(settings: SweepSettings, out: Path, log=print):
     log(f"[sweep] {settings.workflow}: {settings.trials} trials, {concurrency} at a time, each trial's "
         f"{cfg.scale.workers} worker(s) holding {cpu_budget:.2f} CPU in all; metric {target.metric} ({target.mode}), "
         f"scheduler {settings.scheduler}")
-    shared = target.prepare(cfg, settings.data, out, log) if target.prepare else {}
-    trainable = tune.with_parameters(run_trial, settings=settings, cpu_budget=cpu_budget, out=str(out),
+    shared = list(target.prepare(cfg, out, log)) if target.prepare else []
+    trainable = tune.with_parameters(run_trial, target=target, settings=settings, cpu_budget=cpu_budget, out=str(out),
                                      shared=shared)
     # The trial only drives: its Ray Train workers and Ray Data tasks request their own CPUs. Even 0.01 CPU
     # here leaves 0.99 beside a 1-CPU worker on 2 CPUs, and a 1-CPU read task then never starts (measured:
@@ -154,7 +153,7 @@ def sweep(settings: SweepSettings, out: Path, log=print):
         log(f"[sweep] resuming the interrupted sweep in {path} (finished trials are kept)")
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        (out / SETTINGS).write_text(json.dumps(dataclasses.asdict(settings), indent=1) + "\n")
+        write_json(out / SETTINGS, dataclasses.asdict(settings))
         searcher = OptunaSearch(metric=target.metric, mode=target.mode,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed), study_name=EXPERIMENT,
                                 storage=optuna.storages.RDBStorage(f"sqlite:///{out / STUDY_DB}"))

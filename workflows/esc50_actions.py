@@ -23,26 +23,28 @@ generated corpus that reuses the real file names, folds and classes of a subset 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
-from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
+from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
+from trainers.esc50.folds import AUDIO_MODELS, AV_MODELS, EMBEDDING_MODELS, MODELS, VECTOR_MODELS  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
+from trainers.resources import ScaleConfig  # noqa: E402
+from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
-AV_MODELS = {"av_logreg": "logreg", "av_mlp": "mlp"}
-EMBEDDING_MODELS = {"emb_mlp": "mlp", "fusion_emb": "mlp"}     # on audio embeddings (fusion_emb: + vector)
-VECTOR_MODELS = {**AV_MODELS, **EMBEDDING_MODELS}             # classifiers of fixed-length vectors
-AUDIO_MODELS = ("logmel_cnn", "fusion_early")
-MODELS = (*AV_MODELS, *AUDIO_MODELS, "fusion_late", *EMBEDDING_MODELS)
 DEFAULT_MODELS = (*AV_MODELS, *AUDIO_MODELS, "fusion_late")  # the embedding models need embedding.weights
-NO_AV = "-"   # the aggregator column of models that do not use action vectors
+
+
+@dataclasses.dataclass
+class DataConfig:
+    esc50: str = ""                  # ESC-50 root (--esc50; meta/esc50.csv, audio/); empty: the generated demo
+                                     # corpus (audio models) or the shipped annotation files' labels
+    annotations: str = ""            # annotation CSV (--annotations); empty: the shipped three-raters file
 
 
 @dataclasses.dataclass
@@ -64,7 +66,7 @@ class AudioConfig:
 
 @dataclasses.dataclass
 class EmbeddingConfig:
-    kind: str = "logmel_cnn"         # trainers.sound_classify.EXTRACTORS
+    kind: str = "logmel_cnn"         # trainers.esc50.audio.EXTRACTORS
     weights: str = ""                # a model.pt of this project's logmel_cnn runs, or a pretrained state dict
 
 
@@ -76,6 +78,7 @@ class DemoConfig:
 
 @dataclasses.dataclass
 class ESC50Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     aggregators: list = dataclasses.field(default_factory=lambda: ["sum"])   # sum, mean, mv, ds, glad
     threshold: int = 2               # mv/ds/glad: a rating >= threshold marks the action present
     models: list = dataclasses.field(default_factory=lambda: list(DEFAULT_MODELS))
@@ -88,15 +91,15 @@ class ESC50Config:
         epochs=30, batch_size=64, lr=1e-2, final_lr=1e-3, weight_decay=1e-4))
     cnn_train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(  # audio models
         epochs=12, batch_size=32, lr=2e-3, final_lr=2e-4, weight_decay=1e-4))
-    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
+    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
 
 
 def validate(cfg: ESC50Config) -> None:
     """Fail on bad names and parameters before any data is read."""
-    from datasets.action_vectors import AGGREGATORS
-    from trainers.classify import VectorTask
+    from datasets.esc50.action_vectors import AGGREGATORS
+    from trainers.esc50.audio import SoundTask, load_extractor
+    from trainers.esc50.vectors import VectorTask
     from trainers.loop import validate as validate_loop
-    from trainers.sound_classify import SoundTask, load_extractor
 
     for key, given, known in (("aggregators", cfg.aggregators, AGGREGATORS), ("models", cfg.models, MODELS)):
         unknown = [v for v in given if v not in known]
@@ -108,7 +111,12 @@ def validate(cfg: ESC50Config) -> None:
         raise ConfigError(f"test_folds must be ESC-50 folds 1-5, got {cfg.test_folds}")
     if cfg.threshold not in range(1, 5):
         raise ConfigError(f"threshold must be a rating 1-4, got {cfg.threshold}")
-    try:
+    if any(m in EMBEDDING_MODELS for m in cfg.models) and not cfg.embedding.weights:
+        raise ConfigError(f"{', '.join(EMBEDDING_MODELS)} need embedding.weights: a model.pt of a logmel_cnn "
+                          "run (e.g. OUT/logmel_cnn/fold1/model.pt, trained without the folds you test) or "
+                          "a pretrained model's state dict")
+
+    def build_every_model():
         validate_loop(cfg.train)
         validate_loop(cfg.cnn_train)
         for model in cfg.models:
@@ -116,173 +124,10 @@ def validate(cfg: ESC50Config) -> None:
                 VectorTask(VECTOR_MODELS[model], 20, 2, [0.0] * 20, [1.0] * 20, 8, cfg.model.hidden,
                            cfg.model.dropout).build_model()
         SoundTask(2, cfg.model.width, cfg.model.dropout, 8).build_model()
-        if any(m in EMBEDDING_MODELS for m in cfg.models):
-            if not cfg.embedding.weights:
-                raise ConfigError(f"{', '.join(EMBEDDING_MODELS)} need embedding.weights: a model.pt of a logmel_cnn "
-                                  "run (e.g. OUT/logmel_cnn/fold1/model.pt, trained without the folds you test) or "
-                                  "a pretrained model's state dict")
+        if cfg.embedding.weights and any(m in EMBEDDING_MODELS for m in cfg.models):
             load_extractor(cfg.embedding.kind, cfg.embedding.weights)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
-
-def read_annotations(path: Path, meta):
-    """(ratings frame or None, summed frame or None) by the file's header."""
-    from datasets.esc50 import read_crowd, read_sum, read_three_raters
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read annotations {path}: {exc.strerror}") from None
-    if "worker" in header:
-        return read_crowd(path, meta), None
-    if "fold" in header:
-        return None, read_sum(path, meta)
-    return read_three_raters(path, meta), None
-
-
-def stem(filename: str) -> str:
-    return filename.rsplit(".", 1)[0]
-
-
-def clip_table(esc50: Optional[Path]):
-    """(clips from meta/esc50.csv or None, {stem: (target, fold)}, class names by target)."""
-    from datasets.esc50 import SUM_FILE, read_esc50, read_sum
-
-    if esc50 is not None:
-        clips = read_esc50(esc50)
-        return clips, {stem(c.filename): (c.target, c.fold) for c in clips}, \
-            [n for _, n in sorted({(c.target, c.category) for c in clips})]
-    frame = read_sum(SUM_FILE)
-    return None, {stem(r.filename): (int(r.target), int(r.fold)) for r in frame.itertuples()}, \
-        [n for _, n in sorted(set(zip(frame["target"], frame["category"])))]
-
-
-def action_vectors(aggregators, ratings, summed, threshold: int) -> dict[str, dict]:
-    """{aggregator: {stem: vector}}."""
-    from datasets.action_vectors import aggregate
-    from datasets.esc50 import ACTIONS
-
-    if summed is not None:
-        return {"sum": {stem(f): v for f, v in zip(summed["filename"], summed[list(ACTIONS)].to_numpy(dtype=float))}}
-    return {a: {stem(f): v for f, v in aggregate(ratings, a, threshold).items()} for a in aggregators}
-
-
-def rows_digest(rows: list[dict]) -> str:
-    """What the action-vector models train on, as a hash (decides whether a saved model is reused)."""
-    import hashlib
-    import json
-
-    import numpy as np
-
-    h = hashlib.sha256(np.stack([r["x"] for r in rows]).tobytes())
-    h.update(json.dumps([(r["key"], r["label"], r["fold"]) for r in rows]).encode())
-    return h.hexdigest()
-
-
-def train_av_fold(cfg: ESC50Config, model: str, fold: int, rows: list[dict], num_classes: int, tag: list,
-                  run_dir: Path, scale, log) -> dict:
-    """Train a vector model on every fold but `fold`; {probs: {stem: (label, p)}, history}."""
-    import numpy as np
-    import ray
-
-    from trainers.classify import VectorTask, predict_proba
-
-    train = [r for r in rows if r["fold"] != fold]
-    test = [r for r in rows if r["fold"] == fold]
-    x = np.stack([r["x"] for r in train])
-    task = VectorTask(VECTOR_MODELS[model], x.shape[1], num_classes, x.mean(0).tolist(), x.std(0).tolist(),
-                      cfg.train.batch_size, cfg.model.hidden, cfg.model.dropout, seed=cfg.train.seed)
-    run_name = f"esc50-{model}-{config_hash([to_dict(cfg.train), to_dict(cfg.model), tag])}-test{fold}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state, history = common.train_or_reuse(task, cfg.train, run_dir, run_name,
-                                           lambda: ray.data.from_items(train), scale, log)
-    probs = predict_proba(task, state["model"], np.stack([r["x"] for r in test]))
-    return {"probs": {r["key"]: (r["label"], p) for r, p in zip(test, probs)}, "history": history}
-
-
-def train_audio_fold(cfg: ESC50Config, model: str, aggregator: str, fold: int, paths: dict[int, list[str]],
-                     vectors: dict, truth: dict, num_classes: int, tag: list, run_dir: Path, scale, log) -> dict:
-    """Train the log-mel CNN (fusion_early: with the action vector) on every fold but `fold`;
-    {task, state, history, front, aggregator} for `predict_audio_fold`."""
-    import numpy as np
-
-    from trainers.features import LogMel
-    from trainers.sound_classify import SoundTask, sound_dataset
-
-    a = cfg.audio
-    front = LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels)
-    train_folds = [f for f in paths if f != fold]
-    av_dim = mean = std = None
-    if model == "fusion_early":
-        x = np.stack([vectors[k] for k, (_, f) in sorted(truth.items()) if f != fold])
-        av_dim, mean, std = x.shape[1], x.mean(0).tolist(), x.std(0).tolist()
-    task = SoundTask(num_classes, cfg.model.width, cfg.model.dropout, cfg.cnn_train.batch_size, av_dim or 0, mean,
-                     std, seed=cfg.cnn_train.seed)
-    agg = aggregator if model == "fusion_early" else "sum"   # the CNN alone ignores the vector column
-    run_name = f"esc50-{model}-{config_hash([to_dict(cfg.cnn_train), to_dict(cfg.model), to_dict(a), tag, agg])}-test{fold}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train_paths = [p for f in train_folds for p in paths[f]]
-    state, history = common.train_or_reuse(
-        task, cfg.cnn_train, run_dir, run_name,
-        lambda: sound_dataset(train_paths, front, agg, None, shuffle_seed=cfg.cnn_train.seed), scale, log)
-    return {"task": task, "state": state["model"], "history": history, "front": front, "aggregator": agg}
-
-
-def audio_runs(cfg: ESC50Config, train_one, paths: dict[int, list[str]]) -> dict[int, dict]:
-    """Train every held-out fold's model together (train_one(fold)), then predict each held-out fold
-    in turn: prediction actors started while other folds still train would take the CPUs their
-    data tasks need."""
-    from trainers.sound_classify import predict, sound_dataset
-
-    trained = common.in_parallel(train_one, cfg.test_folds)
-    return {f: {"probs": predict(sound_dataset(paths[f], t["front"], t["aggregator"], None), t["task"], t["state"],
-                                 len(paths[f]), concurrency=cfg.scale.workers), "history": t["history"]}
-            for f, t in trained.items()}
-
-
-def vector_runs(cfg: ESC50Config, model: str, agg: str, x_of, truth: dict, num_classes: int, out: Path, scale,
-                log) -> dict[int, dict]:
-    """A vector model (x_of(stem, aggregator) -> input vector) on every held-out fold, in parallel."""
-    import numpy as np
-
-    rows = [{"key": k, "x": np.asarray(x_of(k, agg), dtype=np.float32), "label": t, "fold": fold}
-            for k, (t, fold) in sorted(truth.items())]
-    tag = [agg, rows_digest(rows)]
-    return common.in_parallel(lambda f: train_av_fold(cfg, model, f, rows, num_classes, tag, out / agg / model / f"fold{f}",
-                                               scale, log), cfg.test_folds)
-
-
-def clip_embeddings(cfg: ESC50Config, paths: dict[int, list[str]]) -> dict:
-    """{stem: embedding} of every clip by the pluggable extractor (Ray Data batch inference)."""
-    from trainers.features import LogMel
-    from trainers.loop import map_with_actors
-    from trainers.sound_classify import ClipEmbeddings, sound_dataset
-
-    a = cfg.audio
-    every = [p for f in sorted(paths) for p in paths[f]]
-    ds = map_with_actors(sound_dataset(every, LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels), "sum", None),
-                         ClipEmbeddings, (cfg.embedding.kind, cfg.embedding.weights), len(every), cfg.scale.workers,
-                         batch_size=32)
-    return {k: e for b in ds.iter_batches(batch_size=256, batch_format="numpy")
-            for k, e in zip(b["key"], b["embedding"])}
-
-
-def summarize(per_fold: dict[int, dict], num_classes: int) -> tuple[dict, object]:
-    """Accuracy per fold, mean and std, and the confusion matrix pooled over the folds."""
-    import numpy as np
-
-    from trainers.classify import confusion_matrix
-
-    acc, matrix = {}, np.zeros((num_classes, num_classes), dtype=np.int64)
-    for f, r in per_fold.items():
-        labels = np.array([lab for lab, _ in r["probs"].values()])
-        predicted = np.array([p.argmax() for _, p in r["probs"].values()])
-        acc[str(f)] = float((labels == predicted).mean())
-        matrix += confusion_matrix(labels, predicted, num_classes)
-    values = np.array(list(acc.values()))
-    return {"per_fold": acc, "mean": float(values.mean()), "std": float(values.std())}, matrix
+    common.checked(build_every_model)
 
 
 def results_table(results: dict) -> str:
@@ -294,26 +139,28 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: ESC50Config, esc50: Optional[Path], annotations: Optional[Path], out: Path, log=print) -> dict:
-    import numpy as np
-
-    from datasets.action_vectors import AGGREGATORS, agreement, pseudo_worker_notice
-    from datasets.esc50 import THREE_RATERS_FILE
+def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
+    """The whole job; returns what it writes to metrics.json. (It reports once, at the end: no
+    per-epoch callbacks are passed on.)"""
+    from datasets.esc50.action_vectors import AGGREGATORS, action_vectors, agreement, pseudo_worker_notice
+    from datasets.esc50.meta import THREE_RATERS_FILE, clip_table, read_annotations, stem
     from datasets.shards import manifest_digest, shard_paths
-    from trainers.plots import plot_confusion
+    from trainers.esc50.folds import train_and_summarize
+    from trainers.resources import init_ray
 
     validate(cfg)
+    esc50 = Path(cfg.data.esc50) if cfg.data.esc50 else None
     audio = any(m in AUDIO_MODELS or m in EMBEDDING_MODELS for m in cfg.models)
     demo = audio and esc50 is None
     if demo:
-        from datasets.synth_esc50 import generate_esc50_corpus
+        from datasets.synthetic.esc50 import generate_esc50_corpus
 
         esc50 = out / "data" / f"esc50-demo-{config_hash(cfg.demo)[:8]}-{cfg.audio.sample_rate}"
         log(f"[data] demo corpus (ESC-50 layout, real names/folds/classes, generated audio) in {esc50}")
         generate_esc50_corpus(esc50, clips_per_fold=cfg.demo.clips_per_fold, sample_rate=cfg.audio.sample_rate,
                               seed=cfg.demo.seed)
     clips, truth, class_names = clip_table(esc50)
-    annotations = annotations or THREE_RATERS_FILE
+    annotations = Path(cfg.data.annotations) if cfg.data.annotations else THREE_RATERS_FILE
     ratings, summed = read_annotations(annotations, None if demo else clips)
     if demo and ratings is not None:  # the demo corpus is a subset of ESC-50: aggregate its clips only
         ratings = ratings[ratings["filename"].map(stem).isin(truth)]
@@ -336,15 +183,15 @@ def run(cfg: ESC50Config, esc50: Optional[Path], annotations: Optional[Path], ou
     if missing:
         raise ConfigError(f"{annotations} has no annotation for {len(missing)} ESC-50 clip(s), e.g. {missing[0]}.wav: "
                           "every clip needs one")
-    common.init_ray(log)
+    init_ray(log)
     out.mkdir(parents=True, exist_ok=True)
-    scale = common.parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
     t0 = time.perf_counter()
     paths, digests = {}, {}
     if audio:
-        from datasets.esc50_shards import build_esc50_shards
+        from datasets.esc50.shards import build_esc50_shards
 
-        manifests = build_esc50_shards(clips, {a: {f"{k}.wav": v for k, v in vec.items()} for a, vec in vectors.items()},
+        manifests = build_esc50_shards(clips,
+                                       {a: {f"{k}.wav": v for k, v in vec.items()} for a, vec in vectors.items()},
                                        out / "shards", sample_rate=cfg.audio.sample_rate,
                                        samples_per_shard=cfg.audio.samples_per_shard, seed=cfg.train.seed,
                                        skip_bad=cfg.audio.skip_bad)
@@ -353,47 +200,13 @@ def run(cfg: ESC50Config, esc50: Optional[Path], annotations: Optional[Path], ou
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    n = len(class_names)
-    runs: dict[tuple[str, str], dict] = {}
-    tag = sorted(digests.items())   # the shards decide the audio models' data
-    if "logmel_cnn" in cfg.models:
-        runs["logmel_cnn", NO_AV] = audio_runs(cfg, lambda f: train_audio_fold(
-            cfg, "logmel_cnn", NO_AV, f, paths, {}, truth, n, tag, out / "logmel_cnn" / f"fold{f}", scale, log),
-            paths)
-    embeddings = clip_embeddings(cfg, paths) if any(m in EMBEDDING_MODELS for m in cfg.models) else {}
-    inputs = {"av_logreg": lambda k, agg: vectors[agg][k], "av_mlp": lambda k, agg: vectors[agg][k],
-              "emb_mlp": lambda k, agg: embeddings[k],
-              "fusion_emb": lambda k, agg: np.concatenate([embeddings[k], vectors[agg][k]])}
-    if "emb_mlp" in cfg.models:
-        runs["emb_mlp", NO_AV] = vector_runs(cfg, "emb_mlp", NO_AV, inputs["emb_mlp"], truth, n, out, scale, log)
-    for agg in cfg.aggregators:
-        for model in (m for m in cfg.models if m in VECTOR_MODELS and m != "emb_mlp"):
-            runs[model, agg] = vector_runs(cfg, model, agg, inputs[model], truth, n, out, scale, log)
-        if "fusion_early" in cfg.models:
-            runs["fusion_early", agg] = audio_runs(cfg, lambda f: train_audio_fold(
-                cfg, "fusion_early", agg, f, paths, vectors[agg], truth, n, tag,
-                out / agg / "fusion_early" / f"fold{f}", scale, log), paths)
-        if "fusion_late" in cfg.models:
-            runs["fusion_late", agg] = {f: {"probs": {k: (lab, (p + runs["logmel_cnn", NO_AV][f]["probs"][k][1]) / 2)
-                                                      for k, (lab, p) in runs["av_mlp", agg][f]["probs"].items()}}
-                                        for f in cfg.test_folds}
-    results = {}
-    for (model, agg), per_fold in runs.items():
-        summary, matrix = summarize(per_fold, n)
-        summary["confusion_png"] = plot_confusion(matrix, class_names, out / "plots" / f"confusion_{model}_{agg}.png",
-                                                  title=f"{model} ({agg})")
-        summary["history"] = {str(f): r.get("history") for f, r in per_fold.items()}
-        results.setdefault(model, {})[agg] = summary
-        log(f"[esc50] {model} ({agg}): {100 * summary['mean']:.2f} ± {100 * summary['std']:.2f} % over folds "
-            f"{cfg.test_folds}")
+    results = train_and_summarize(cfg, vectors, truth, paths, digests, class_names, out, log)
     report = {
         "workflow": "esc50_actions",
-        "config": to_dict(cfg),
         "data": {"esc50": str(esc50) if esc50 else None, "annotations": str(annotations), "demo": demo,
                  "clips": len(truth)},
         "notice": notice,
         "fleiss_kappa": kappa,
-        "versions": common.versions(),
         "results": results,
         "timing_s": {"shards": shard_time, "train_and_eval": time.perf_counter() - t0},
     }
@@ -403,8 +216,7 @@ def run(cfg: ESC50Config, esc50: Optional[Path], annotations: Optional[Path], ou
                  + ", ".join(f"{a} {k:.2f}" for a, k in kappa.items() if a != "overall"))
     if notice:
         text += f"\n\n{notice}"
-    common.write_report(out, report, text, f"{out / 'plots'}/confusion_*.png", log)
-    return report
+    return common.write_report(out, cfg, report, text, f"{out / 'plots'}/confusion_*.png", log)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -424,7 +236,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from datasets.action_vectors import AGGREGATORS
+    from datasets.esc50.action_vectors import AGGREGATORS
 
     args = parse_args(argv)
     shorthand = []
@@ -441,9 +253,19 @@ def main(argv=None) -> int:
         shorthand.append(f"test_folds=[{args.fold}]")
     if args.embedding_weights:
         shorthand.append(f"embedding.weights={args.embedding_weights}")
-    overrides = common.shorthand_overrides(args, shorthand)
-    return common.guarded(lambda: run(load_config(ESC50Config, args.config, overrides), args.esc50,
-                                      args.annotations, args.out))
+    roots = common.root_overrides(**{"data.esc50": args.esc50, "data.annotations": args.annotations})
+    overrides = common.shorthand_overrides(args, roots + shorthand)
+    return common.guarded(lambda: run(load_config(ESC50Config, args.config, overrides), args.out))
+
+
+def _final(report: dict) -> dict:
+    (model, by_agg), = report["results"].items()
+    r = next(iter(by_agg.values()))
+    return {"accuracy": r["mean"], "accuracy_std": r["std"]}
+
+
+SWEEP = SweepTarget("esc50_actions", ESC50Config, run, validate, metric="accuracy", mode="max", final=_final,
+                    list_keys=("aggregators", "models"), data_key="data.esc50")
 
 
 if __name__ == "__main__":

@@ -22,17 +22,19 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
-from trainers.config import ConfigError, config_hash, load_config, save_yaml, to_dict  # noqa: E402
+from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
+from trainers.resources import ScaleConfig  # noqa: E402
+from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
 
 @dataclasses.dataclass
 class DataConfig:
+    root: str = ""                   # face data root (--data); empty: the generated demo corpus in OUT/data
     train_dir: str = "train"         # under --data: <identity>/<image>
     test_dir: str = "lfw"            # under --data: <name>/<name>_NNNN.jpg
     pairs: str = "pairs.txt"         # under --data: LFW pairs file
@@ -70,11 +72,11 @@ class FaceConfig:
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(epochs=12, batch_size=64, lr=1e-3,
                                                                             final_lr=1e-3, weight_decay=5e-4))
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
-    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
+    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
 
 
 def make_task(cfg: FaceConfig, num_classes: int):
-    from trainers.face import FaceTask
+    from trainers.face.task import FaceTask
     from trainers.heads import pk_group_size
 
     return FaceTask(backbone=cfg.model.backbone, backbone_args=dict(cfg.model.backbone_args),
@@ -85,12 +87,18 @@ def make_task(cfg: FaceConfig, num_classes: int):
 
 def validate(cfg: FaceConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
-    common.validate_task_config(cfg, make_task, "images per identity")
+    from trainers.embedding import validate_head_config
+
+    common.checked(lambda: validate_head_config(cfg, make_task, "images per identity"))
 
 
-def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
-    from datasets.synth_faces import generate_face_corpus
+def corpus_root(cfg: FaceConfig, out: Path, log) -> Path:
+    """data.root, or the demo corpus (generated once per demo section) when it is empty."""
+    from datasets.synthetic.faces import generate_face_corpus
 
+    if cfg.data.root:
+        return Path(cfg.data.root)
+    demo = cfg.demo
     root = out / "data" / f"faces-demo-{config_hash(demo)[:8]}"
     log(f"[data] demo corpus (identity folders + LFW layout, generated once per demo section) in {root}")
     try:
@@ -101,22 +109,22 @@ def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
         raise ConfigError(f"demo corpus: {exc}") from exc
 
 
-def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
-    """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves")."""
+def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
+    """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves").
+    `callbacks` go to the Ray Train run."""
     import numpy as np
-    import torch
 
+    from datasets.errors import LayoutError
     from datasets.faces import build_face_shards, find_face_layout
-    from datasets.shards import manifest_digest, shard_paths, verify_shards
-    from datasets.voxceleb import LayoutError
-    from trainers import metrics as M
-    from trainers.face import extract_embeddings, face_dataset
-    from trainers.face_metrics import verification_accuracy_10fold
-    from trainers.plots import plot_det, plot_training_curves
-    from trainers.embedding import encoder_state
+    from datasets.shards import shard_paths
+    from trainers.embedding import scored_systems
+    from trainers.face.task import extract_embeddings, face_dataset
+    from trainers.loop import train_or_reuse
+    from trainers.resources import init_ray
+    from trainers.verification import TrialList, evaluate
 
     validate(cfg)
-    root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
+    root = corpus_root(cfg, out, log)
     layout = find_face_layout(root, cfg.data.train_dir, cfg.data.test_dir, cfg.data.pairs)  # before OUT is created
     out.mkdir(parents=True, exist_ok=True)
     folds = sorted({p.fold for p in layout.pairs})
@@ -124,7 +132,7 @@ def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
         raise LayoutError(f"{root / cfg.data.pairs} has {len(folds)} fold; cross-validated accuracy needs >= 2")
     log(f"[data] {root}: {len(layout.train)} training images of {len(layout.identities)} identities, "
         f"{len(layout.pairs)} pairs in {len(folds)} folds over {len(layout.test)} images")
-    common.init_ray(log)
+    init_ray(log)
 
     t0 = time.perf_counter()
     shards = out / "shards"
@@ -132,61 +140,32 @@ def run(cfg: FaceConfig, data: Optional[Path], out: Path, log=print) -> dict:
                                     ("test", layout.test, layout.test_identities, False)):
         build_face_shards(items, ids, shards / split, size=cfg.data.image_size, split=split, root=root,
                           samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed, skip_bad=skip)
-    manifests = {split: verify_shards(shards / split) for split in ("train", "test")}
+    manifests, digests = common.verified_shards(shards, ("train", "test"))
     shard_time = time.perf_counter() - t0
-    digests = {split: manifest_digest(shards / split) for split in manifests}
 
     task = make_task(cfg, num_classes=len(manifests["train"]["classes"]))
     run_name = f"face-{config_hash(cfg)}-{digests['train'][:8]}"
     t0 = time.perf_counter()
     train_paths = shard_paths(shards / "train")
-    state, history = common.train_or_reuse(
-        task, cfg.train, out, run_name, lambda: face_dataset(train_paths, shuffle_seed=cfg.train.seed), cfg.scale, log)
+    state, history = train_or_reuse(task, cfg.train, out, run_name,
+                                    lambda: face_dataset(train_paths, shuffle_seed=cfg.train.seed), cfg.scale, log,
+                                    callbacks=callbacks)
     train_time = time.perf_counter() - t0
 
-    torch.manual_seed(cfg.train.seed)
-    systems = {"trained": encoder_state(state["model"]), "untrained": task.build_encoder().state_dict()}
+    systems = scored_systems(task, state["model"], cfg.train.seed)
     t0 = time.perf_counter()
     test_paths = shard_paths(shards / "test")
-    pairs = ([p.left_key for p in layout.pairs], [p.right_key for p in layout.pairs])
-    labels = np.array([p.label for p in layout.pairs])
-    fold_ids = [p.fold for p in layout.pairs]
-    results, curves = {}, {}
-    for system, enc in systems.items():
-        emb = extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers, flip=cfg.data.flip_test)
-        scores = M.cosine_scores(emb, pairs)
-        results[system] = {**verification_accuracy_10fold(scores, labels, fold_ids), "n_pairs": len(labels),
-                           "n_folds": len(folds)}
-        fnr, fpr, _ = M.compute_det(scores, labels)
-        curves[system] = (fnr, fpr)
+    pairs = TrialList(cfg.data.pairs, [p.left_key for p in layout.pairs], [p.right_key for p in layout.pairs],
+                      np.array([p.label for p in layout.pairs]), [p.fold for p in layout.pairs])
+    results, curves = evaluate(systems,
+                               lambda enc: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers,
+                                                              flip=cfg.data.flip_test),
+                               [pairs])
     eval_time = time.perf_counter() - t0
 
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_det(curves, plots / "det.png", title=f"DET on {cfg.data.pairs}: {cfg.model.backbone} + {cfg.head['name']}")
-    plot_training_curves(history, plots / "training.png")
-    save_yaml(cfg, out / "config.yaml")
-    report = {
-        "workflow": "face",
-        "config": to_dict(cfg),
-        "data": str(root),
-        "versions": common.versions(),
-        "manifests": common.manifest_summary(manifests, digests),
-        "verification": results,
-        "history": history,
-        "timing_s": {"shards": shard_time, "train": train_time, "eval": eval_time},
-        "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
-    }
-    table = results_table(cfg.data.pairs, results)
-    common.write_report(out, report, table, f"{plots / 'det.png'}, {plots / 'training.png'}", log)
-    return {**report, "det_curves": curves}
-
-
-def results_table(pairs_name: str, results: dict) -> str:
-    lines = ["| pairs | system | accuracy (%) | std (%) | EER (%) | pairs | folds |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {pairs_name} | {system} | {100 * r['mean_acc']:.2f} | {100 * r['std_acc']:.2f} | "
-              f"{100 * r['eer']:.2f} | {r['n_pairs']} | {r['n_folds']} |" for system, r in results.items()]
-    return "\n".join(lines)
+    return common.verification_report(out, cfg, "face", root, (manifests, digests), results, curves, history,
+                                      {"shards": shard_time, "train": train_time, "eval": eval_time},
+                                      f"DET on {cfg.data.pairs}: {cfg.model.backbone} + {cfg.head['name']}", log)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -208,8 +187,17 @@ def main(argv=None) -> int:
         shorthand.append(f"model.backbone={args.backbone}")
     if args.skip_bad:
         shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, shorthand)
-    return common.guarded(lambda: run(load_config(FaceConfig, args.config, overrides), args.data, args.out))
+    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.root": args.data}) + shorthand)
+    return common.guarded(lambda: run(load_config(FaceConfig, args.config, overrides), args.out))
+
+
+def _final(report: dict) -> dict:
+    trained = next(iter(report["verification"].values()))["trained"]
+    return {"accuracy": trained["mean_acc"], "eer": trained["eer"]}
+
+
+SWEEP = SweepTarget("face", FaceConfig, run, validate, metric="accuracy", mode="max", final=_final,
+                    data_key="data.root")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
+from trainers.resources import ScaleConfig  # noqa: E402
+from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
 ABLATIONS = {
@@ -40,6 +41,8 @@ ABLATIONS = {
 
 @dataclasses.dataclass
 class DataConfig:
+    tau: str = ""                    # TAU Urban Acoustic Scenes 2019 dev root (--tau); empty (with fsd): the demo
+    fsd: str = ""                    # FSDKaggle2018 root (--fsd)
     sample_rate: int = 32000         # the protocol's front end: 32 kHz, window 2048, hop 1024, 64 mels
     n_fft: int = 2048
     hop: int = 1024
@@ -84,7 +87,7 @@ class SEDConfig:
         epochs=12, batch_size=8, lr=1e-3, final_lr=1e-3, weight_decay=0.0))
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
-    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
+    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
     snrs: list = dataclasses.field(default_factory=lambda: [20])
     test_folds: list = dataclasses.field(default_factory=lambda: [1])   # each: train on the others, test on it
     ablations: list = dataclasses.field(default_factory=lambda: ["full"])
@@ -97,7 +100,7 @@ def front_end(cfg: SEDConfig):
 
 
 def make_task(cfg: SEDConfig, num_classes: int, ablation: str = "full"):
-    from trainers.sed import SEDTask
+    from trainers.sed.task import SEDTask
 
     return SEDTask(num_classes=num_classes, n_mels=cfg.data.n_mels,
                    model={**to_dict(cfg.model), **ABLATIONS[ablation]}, batch_size=cfg.train.batch_size,
@@ -122,16 +125,20 @@ def validate(cfg: SEDConfig) -> None:
         raise ConfigError("need data.n_fft >= data.hop >= 1 and data.n_mels >= 1")
     if cfg.scale.workers < 1:
         raise ConfigError("scale.workers must be >= 1")
-    try:
+    if bool(cfg.data.tau) != bool(cfg.data.fsd):
+        raise ConfigError("give both --tau and --fsd (data.tau and data.fsd: real corpora), or neither (the "
+                          "generated demo)")
+
+    def build_every_ablation():
         validate_loop(cfg.train)
         for ablation in cfg.ablations:
             make_task(cfg, num_classes=2, ablation=ablation).build_model()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+
+    common.checked(build_every_ablation)
 
 
 def demo_corpus(out: Path, demo: DemoConfig, sample_rate: int, log) -> tuple[Path, Path]:
-    from datasets.synth_dcase import generate_dcase_corpus
+    from datasets.synthetic.dcase import generate_dcase_corpus
 
     root = out / "data" / f"dcase-demo-{config_hash(demo)[:8]}-{sample_rate}"
     log(f"[data] demo corpus (TAU + FSDKaggle2018 layouts, generated once per demo section) in {root}")
@@ -149,7 +156,7 @@ def score_clips(rows: list[dict], classes: list[str], hop_s: float, ev: EvalConf
 
     import numpy as np
 
-    from trainers.sed_metrics import clip_metrics, frames_to_events, segment_metrics
+    from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
 
     clip = clip_metrics(np.stack([r["weak"] for r in rows]), np.stack([r["clip"] for r in rows]))
     reference = {r["key"]: [{"onset": e["onset"], "offset": e["offset"], "label": e["label"]}
@@ -163,14 +170,16 @@ def score_clips(rows: list[dict], classes: list[str], hop_s: float, ev: EvalConf
 def train_fold(cfg: SEDConfig, ablation: str, fold: int, paths: list[str], classes: list[str], digest: str,
                run_dir: Path, scale, log) -> dict:
     """Train on every fold but `fold` (or reuse the finished run); {state, history, train_time_s}."""
-    from trainers.sed import sed_dataset
+    from trainers.loop import train_or_reuse
+    from trainers.sed.task import sed_dataset
 
     task = make_task(cfg, len(classes), ablation)
     train_folds = [f for f in range(1, cfg.data.folds + 1) if f != fold]
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_name = f"sed-{config_hash([to_dict(cfg.data), to_dict(cfg.train), task.model])}-{digest[:8]}-test{fold}"
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("tau", "fsd")}   # the shards' digest covers them
+    run_name = f"sed-{config_hash([data, to_dict(cfg.train), task.model])}-{digest[:8]}-test{fold}"
     t0 = time.perf_counter()
-    state, history = common.train_or_reuse(
+    state, history = train_or_reuse(
         task, cfg.train, run_dir, run_name,
         lambda: sed_dataset(paths, front_end(cfg), classes, train_folds, shuffle_seed=cfg.train.seed), scale, log)
     return {"state": state["model"], "history": history, "train_time_s": time.perf_counter() - t0}
@@ -181,7 +190,7 @@ def evaluate_fold(cfg: SEDConfig, ablation: str, snr, fold: int, paths: list[str
     """Metrics of the trained model (and, if `untrained`, of the same initial weights untrained) on
     fold `fold`; activity and training PNGs."""
     from trainers.plots import plot_activity, plot_training_curves
-    from trainers.sed import predict, sed_dataset
+    from trainers.sed.task import predict, sed_dataset
 
     task = make_task(cfg, len(classes), ablation)
     test = sed_dataset(paths, front_end(cfg), classes, [fold])
@@ -221,16 +230,17 @@ def results_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: SEDConfig, tau: Optional[Path], fsd: Optional[Path], out: Path, log=print) -> dict:
+def run(cfg: SEDConfig, out: Path, *, log=print, callbacks=None) -> dict:
+    """The whole job; returns what it writes to metrics.json. (It reports once, at the end: no
+    per-epoch callbacks are passed on.)"""
     from datasets.dcase import build_remix_shards, plan_mixtures, read_fsd, read_tau
-    from datasets.shards import manifest_digest, shard_paths, verify_shards
+    from datasets.shards import shard_paths
+    from trainers.resources import in_parallel, init_ray, parallel_runs_scale
 
     validate(cfg)
-    if (tau is None) != (fsd is None):
-        raise ConfigError("give both --tau and --fsd (real corpora), or neither (the generated demo)")
-    demo = tau is None
-    if demo:
-        tau, fsd = demo_corpus(out, cfg.demo, cfg.data.sample_rate, log)
+    demo = not cfg.data.tau
+    tau, fsd = demo_corpus(out, cfg.demo, cfg.data.sample_rate, log) if demo else (Path(cfg.data.tau),
+                                                                                   Path(cfg.data.fsd))
     scenes, events = read_tau(tau), read_fsd(fsd)   # layout errors before any work
     classes = sorted({e.label for e in events})
     try:
@@ -238,25 +248,24 @@ def run(cfg: SEDConfig, tau: Optional[Path], fsd: Optional[Path], out: Path, log
                              folds=cfg.data.folds, seed=cfg.train.seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    common.init_ray(log)
+    init_ray(log)
 
     t0 = time.perf_counter()
     shards = out / "shards"
     build_remix_shards(plan, shards, snrs=cfg.snrs, sample_rate=cfg.data.sample_rate, hop=cfg.data.hop,
                        labels=classes, samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed,
                        skip_bad=cfg.data.skip_bad)
-    manifests = {f"snr{s}": verify_shards(shards / f"snr{s}") for s in cfg.snrs}
-    digests = {name: manifest_digest(shards / name) for name in manifests}
+    manifests, digests = common.verified_shards(shards, [f"snr{s}" for s in cfg.snrs])
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scale = common.parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
+    scale = parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
     runs, table = {}, {}
     for snr in cfg.snrs:
         paths = shard_paths(shards / f"snr{snr}")
         for ablation in cfg.ablations:
             dirs = {f: out / f"snr{snr}" / ablation / f"fold{f}" for f in cfg.test_folds}
-            trained = common.in_parallel(lambda f: train_fold(cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
+            trained = in_parallel(lambda f: train_fold(cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
                                                               dirs[f], scale, log), cfg.test_folds)
             per_fold = {f: evaluate_fold(cfg, ablation, snr, f, paths, classes, trained[f], dirs[f], log,
                                          untrained=ablation == cfg.ablations[0])
@@ -269,19 +278,15 @@ def run(cfg: SEDConfig, tau: Optional[Path], fsd: Optional[Path], out: Path, log
 
     report = {
         "workflow": "sed",
-        "config": to_dict(cfg),
         "data": {"tau": str(tau), "fsd": str(fsd), "demo": demo},
         "classes": classes,
-        "versions": common.versions(),
         "manifests": common.manifest_summary(manifests, digests),
         "results": {str(snr): variants for snr, variants in table.items()},
         "runs": {name: {str(f): {k: v for k, v in r.items() if k != "history"} for f, r in per_fold.items()}
                  for name, per_fold in runs.items()},
         "timing_s": {"shards": shard_time, "train_and_eval": run_time},
     }
-    text = results_table(table)
-    common.write_report(out, report, text, f"{out}/snr*/<variant>/fold*/plots/", log)
-    return report
+    return common.write_report(out, cfg, report, results_table(table), f"{out}/snr*/<variant>/fold*/plots/", log)
 
 
 def _int_list(text: str, name: str) -> list:
@@ -303,7 +308,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pooling", help="model.pooling: two_step | time_attention | average | max")
     p.add_argument("--no-aux", action="store_true", help="model.aux_decoder=false")
     p.add_argument("--alpha", type=float, help="model.alpha: weight of the reconstruction MSE")
-    p.add_argument("--skip-bad", action="store_true", help="skip mixtures with unreadable audio (listed in the manifest)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip mixtures with unreadable audio (listed in the manifest)")
     return p.parse_args(argv)
 
 
@@ -325,15 +331,25 @@ def main(argv=None) -> int:
         shorthand.append(f"model.alpha={args.alpha}")
     if args.skip_bad:
         shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, shorthand)
+    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.tau": args.tau, "data.fsd": args.fsd})
+                                           + shorthand)
 
     def job():
         cfg = load_config(SEDConfig, args.config, overrides)
         if args.fold == "all":
             cfg.test_folds = list(range(1, cfg.data.folds + 1))
-        run(cfg, args.tau, args.fsd, args.out)
+        run(cfg, args.out)
 
     return common.guarded(job)
+
+
+def _final(report: dict) -> dict:
+    r = next(iter(report["results"].values()))["full"]
+    return {"macro_ap": r["macro_ap"], "micro_ap": r["micro_ap"], "segment_f1": r["segment_f1"]}
+
+
+SWEEP = SweepTarget("sed", SEDConfig, run, validate, metric="macro_ap", mode="max", final=_final,
+                    overrides=("ablations=[full]", "test_folds=[1]"))
 
 
 if __name__ == "__main__":

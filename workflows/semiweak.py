@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
+from trainers.resources import ScaleConfig  # noqa: E402
+from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
 SOURCES = ("demo", "cifar10", "mnist", "fashion-mnist", "svhn")
@@ -73,19 +75,22 @@ class SemiWeakConfig:
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(   # batch_size: bags per step
         epochs=8, batch_size=8, lr=2e-3, final_lr=2e-4, weight_decay=1e-4))
-    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
+    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
 
 
 def validate(cfg: SemiWeakConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
     from trainers.loop import validate as validate_loop
-    from trainers.semiweak import METHODS, BagTask
+    from trainers.semiweak.task import METHODS, BagTask
 
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown or not cfg.methods:
         raise ConfigError(f"unknown methods {unknown or cfg.methods}; choose from {', '.join(METHODS)}")
     if cfg.data.kind not in SOURCES:
         raise ConfigError(f"unknown data.kind {cfg.data.kind!r}; choose from {', '.join(SOURCES)}")
+    if cfg.data.kind == "demo" and cfg.data.root:
+        raise ConfigError(f"data.root is {cfg.data.root} but data.kind is demo (generated): set data.kind to "
+                          f"one of {', '.join(SOURCES[1:])}")
     if cfg.data.kind != "demo" and not cfg.data.root:
         raise ConfigError(f"data.kind {cfg.data.kind} needs data.root (e.g. --{cfg.data.kind.replace('10', '')} PATH)")
     if cfg.bags.size < 1 or (cfg.bags.size_max and cfg.bags.size_max < cfg.bags.size):
@@ -97,11 +102,12 @@ def validate(cfg: SemiWeakConfig) -> None:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     if min(cfg.data.max_train, cfg.data.max_test, cfg.bags.bags_per_shard - 1) < 0:
         raise ConfigError("data.max_train and data.max_test must be >= 0 and bags.bags_per_shard >= 1")
-    try:
+
+    def build_model():
         validate_loop(cfg.train)
         BagTask("count", 3, 2, cfg.train.batch_size, cfg.width, cfg.method.loss, cfg.method.reg_weight).build_model()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+
+    common.checked(build_model)
 
 
 def load_splits(cfg: SemiWeakConfig, out: Path, log) -> dict:
@@ -112,7 +118,7 @@ def load_splits(cfg: SemiWeakConfig, out: Path, log) -> dict:
 
     kind, root = cfg.data.kind, Path(cfg.data.root) if cfg.data.root else None
     if kind == "demo":
-        from datasets.synth_images import generate_image_corpus
+        from datasets.synthetic.images import generate_image_corpus
 
         root = out / "data" / f"images-demo-{config_hash(cfg.demo)[:8]}"
         log(f"[data] demo image set (CIFAR-10 python layout, generated) in {root}")
@@ -130,7 +136,8 @@ def load_splits(cfg: SemiWeakConfig, out: Path, log) -> dict:
         train, n = splits["train"], len(splits["train"])
         is_val = np.zeros(n, dtype=bool)
         is_val[np.random.default_rng([cfg.train.seed, 2]).permutation(n)[:int(round(n * cfg.data.val_fraction))]] = True
-        splits["val"], splits["train"] = (ImageSet(train.images[m], train.labels[m], train.classes, f"{train.source}[{name}]")
+        splits["val"], splits["train"] = (ImageSet(train.images[m], train.labels[m], train.classes,
+                                                   f"{train.source}[{name}]")
                                           for m, name in ((is_val, "val"), (~is_val, "train")))
     for split, images in splits.items():
         log(f"[data] {split}: {describe(images)}")
@@ -142,7 +149,8 @@ def train_method(cfg: SemiWeakConfig, method: str, in_channels: int, num_classes
     """One method's training run(s); {stage name: (task, state, history)}."""
     from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS
     from datasets.shards import read_shards
-    from trainers.semiweak import BagTask, pseudo_labelled
+    from trainers.loop import train_or_reuse
+    from trainers.semiweak.task import BagTask, pseudo_labelled
 
     kind = {"two_stage": "count"}.get(method, method)
     m = cfg.method
@@ -155,16 +163,17 @@ def train_method(cfg: SemiWeakConfig, method: str, in_channels: int, num_classes
     run_dir = out / method
     run_dir.mkdir(parents=True, exist_ok=True)
     val = (lambda: read_shards(paths["val"], None, SUPERVISED_MEMBERS)) if "val" in paths else None
-    state, history = common.train_or_reuse(
+    state, history = train_or_reuse(
         task, cfg.train, run_dir, f"semiweak-{method}-{config_hash(key)}",
         lambda: read_shards(paths["train"], cfg.train.seed, members), scale, log, val, callbacks)
-    stages = {method if method != "two_stage" or not m.stage2 else "two_stage (stage 1)": (task, state["model"], history)}
+    stages = {
+        method if method != "two_stage" or not m.stage2 else "two_stage (stage 1)": (task, state["model"], history)}
     if method == "two_stage" and m.stage2:
         log("[semiweak] two_stage: count-exact pseudo-labels from stage 1, then stage 2")
         pseudo_task = dataclasses.replace(task, kind="pseudo",
                                           init_state=state["model"] if m.stage2_init == "stage1" else None)
         (run_dir / "stage2").mkdir(exist_ok=True)
-        state2, history2 = common.train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
+        state2, history2 = train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
             pseudo_task, cfg.train, run_dir / "stage2", f"semiweak-stage2-{config_hash(key + [m.stage2_init])}",
             lambda: pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
                                     len(paths["train"]), cfg.scale.workers).randomize_block_order(seed=cfg.train.seed),
@@ -184,12 +193,13 @@ def results_table(results: dict, bag_size: str, stage2: bool) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: SemiWeakConfig, out: Path, log=print, callbacks=None) -> dict:
+def run(cfg: SemiWeakConfig, out: Path, *, log=print, callbacks=None) -> dict:
     """The whole job; `callbacks` go to every Ray Train run (a Tune sweep passes TuneReportCallback)."""
     from datasets.bags import SUPERVISED_MEMBERS, build_bag_shards
     from datasets.shards import manifest_digest, read_shards, shard_paths
     from trainers.plots import plot_training_curves
-    from trainers.semiweak import evaluate
+    from trainers.resources import in_parallel, init_ray, parallel_runs_scale
+    from trainers.semiweak.task import evaluate
 
     validate(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +209,7 @@ def run(cfg: SemiWeakConfig, out: Path, log=print, callbacks=None) -> dict:
         if cfg.bags.size > len(images):
             raise ConfigError(f"bags.size {cfg.bags.size} is larger than the {split} split of {images.source} "
                               f"({len(images)} images): choose --bag-size <= {len(images)}")
-    common.init_ray(log)
+    init_ray(log)
     t0 = time.perf_counter()
     paths, digests, manifests = {}, {}, {}
     for split, images in splits.items():
@@ -211,9 +221,9 @@ def run(cfg: SemiWeakConfig, out: Path, log=print, callbacks=None) -> dict:
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scale = common.parallel_runs_scale(cfg.scale, len(cfg.methods), log)
+    scale = parallel_runs_scale(cfg.scale, len(cfg.methods), log)
     tag = sorted(digests.items())
-    trained = common.in_parallel(lambda m: train_method(cfg, m, channels, len(classes), paths, tag, out, scale, log,
+    trained = in_parallel(lambda m: train_method(cfg, m, channels, len(classes), paths, tag, out, scale, log,
                                                         callbacks), cfg.methods)
     results = {}
     for method in cfg.methods:   # evaluated one after another: prediction actors beside training would starve it
@@ -223,23 +233,21 @@ def run(cfg: SemiWeakConfig, out: Path, log=print, callbacks=None) -> dict:
             log(f"[semiweak] {name}: instance accuracy {100 * results[name]['instance_accuracy']:.2f} %, "
                 f"count MAE {results[name]['count_mae']:.3f}")
     curves = plot_training_curves({n: r["history"] for n, r in results.items()}, out / "plots" / "learning_curves.png",
-                                  keys=("loss", "acc", "val_acc", "val_count_error"), title="Semi-weak labels: training loss and accuracy "
+                                  keys=("loss", "acc", "val_acc", "val_count_error"),
+                                  title="Semi-weak labels: training loss and accuracy "
                                   "(acc: count-consistent instances for the weak methods)")
     bag_size = f"{cfg.bags.size}-{cfg.bags.size_max}" if cfg.bags.size_max else str(cfg.bags.size)
     report = {
         "workflow": "semiweak",
-        "config": to_dict(cfg),
         "data": {s: {"source": im.source, "images": len(im), "classes": list(im.classes)} for s, im in splits.items()},
         "shards": common.manifest_summary(manifests, digests),
         "chance_accuracy": 1 / len(classes),
-        "versions": common.versions(),
         "results": results,
         "plots": {"learning_curves": curves},
         "timing_s": {"shards": shard_time, "train_and_eval": time.perf_counter() - t0},
     }
     text = results_table(results, bag_size, cfg.method.stage2)
-    common.write_report(out, report, text, curves, log)
-    return report
+    return common.write_report(out, cfg, report, text, curves, log)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -269,6 +277,23 @@ def main(argv=None) -> int:
         shorthand.append(f"methods=[{args.method}]")
     overrides = common.shorthand_overrides(args, shorthand)
     return common.guarded(lambda: run(load_config(SemiWeakConfig, args.config, overrides), args.out))
+
+
+def _final(report: dict) -> dict:
+    r = report["results"]["two_stage"]   # stage 2's model, or stage 1's when method.stage2 is off
+    last = r["history"][-1]
+    return {"val_count_error": last["val_count_error"], "val_count_mae": last["val_count_mae"],
+            "val_acc": last["val_acc"], "test_instance_accuracy": r["instance_accuracy"],
+            "test_count_mae": r["count_mae"]}
+
+
+def _two_stages(cfg: SemiWeakConfig) -> int:
+    return cfg.train.epochs * 2    # stage 1 + stage 2: the most one trial reports
+
+
+SWEEP = SweepTarget("semiweak", SemiWeakConfig, run, validate, metric="val_count_error", mode="min", final=_final,
+                    per_epoch=True, overrides=("methods=[two_stage]", "data.val_fraction=0.1"), budget=_two_stages,
+                    data_key="data.root")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,13 @@
 -> embeddings of the trial utterances (Ray Data batch inference) -> cosine scores -> EER / minDCF.
 
     python workflows/speaker.py                       # generated demo corpus, local Ray
-    python workflows/speaker.py --data /data/voxceleb1 --out runs/vox1 --workers 4 --encoder resnet34
+    python workflows/speaker.py --data /data/voxceleb1 --out runs/vox1 --workers 4 \
+        --config workflows/configs/speaker_voxceleb_resnet34_arcface.yaml
     ray job submit --working-dir . -- python workflows/speaker.py --out /tmp/speaker-job
+
+Method: WeSpeaker's front end (80-dim kaldi fbank, 200-frame crops) and encoders, the margin heads of
+trainers/heads (SphereFace arXiv 1704.08063, SphereFace-R arXiv 2109.05565, SphereFace2 arXiv
+2108.01513, Mask Proxy arXiv 2011.04491, ArcFace / CosFace), cosine scoring, EER / minDCF.
 """
 from __future__ import annotations
 
@@ -13,22 +18,26 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
-from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
+from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
+from trainers.resources import ScaleConfig  # noqa: E402
+from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
 
 @dataclasses.dataclass
 class DataConfig:
+    root: str = ""                   # VoxCeleb root (--data); empty: the generated demo corpus in OUT/data
+    shards: str = ""                 # shard folder; empty: OUT/shards (several runs may share one)
     sample_rate: int = 16000
     num_mel_bins: int = 80
     num_frames: int = 200            # 2 s training crops at a 10 ms shift
     samples_per_shard: int = 128     # ~30 MB of 8 s utterances; one Ray task decodes one shard
-    shuffle_buffer: int = 128        # shards already hold a seeded permutation; a bigger buffer delays each epoch's first batch
+    # shards already hold a seeded permutation; a bigger buffer delays each epoch's first batch
+    shuffle_buffer: int = 128
     skip_bad: bool = False           # skip unreadable audio (recorded in the manifest) instead of failing
     trials: list = dataclasses.field(default_factory=list)   # trial lists to score; empty = all found
     val_speakers: int = 0            # > 0: this many training speakers (seeded) are held out of training, and
@@ -51,6 +60,11 @@ class MarginConfig:
 
 
 @dataclasses.dataclass
+class EvalConfig:
+    score_untrained: bool = True     # also score the untrained encoder (a head comparison scores it once)
+
+
+@dataclasses.dataclass
 class DemoConfig:
     n_train_speakers: int = 64     # a trained encoder generalizes to unseen speakers only with enough of them
     n_test_speakers: int = 8
@@ -67,13 +81,14 @@ class SpeakerConfig:
     margin: MarginConfig = dataclasses.field(default_factory=MarginConfig)
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(epochs=12, batch_size=32, lr=2e-3,
                                                                             final_lr=2e-4))
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
-    scale: common.ScaleConfig = dataclasses.field(default_factory=common.ScaleConfig)
+    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
 
 
 def make_task(cfg: SpeakerConfig, num_classes: int):
     from trainers.heads import pk_group_size
-    from trainers.speaker import FrontEnd, SpeakerTask
+    from trainers.speaker.task import FrontEnd, SpeakerTask
 
     return SpeakerTask(
         encoder=cfg.model.encoder, encoder_args=dict(cfg.model.encoder_args), embed_dim=cfg.model.embed_dim,
@@ -86,12 +101,18 @@ def make_task(cfg: SpeakerConfig, num_classes: int):
 
 def validate(cfg: SpeakerConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
-    common.validate_task_config(cfg, make_task, "utterances per speaker")
+    from trainers.embedding import validate_head_config
+
+    common.checked(lambda: validate_head_config(cfg, make_task, "utterances per speaker"))
 
 
-def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
-    from datasets.synth_speakers import generate_corpus
+def corpus_root(cfg: SpeakerConfig, out: Path, log) -> Path:
+    """data.root, or the demo corpus (generated once per seed) when it is empty."""
+    from datasets.synthetic.speakers import generate_corpus
 
+    if cfg.data.root:
+        return Path(cfg.data.root)
+    demo = cfg.demo
     root = out / "data" / "voxceleb1-demo"
     log(f"[data] demo corpus (VoxCeleb1 layout, generated once per seed) in {root}")
     return generate_corpus(root, n_train_speakers=demo.n_train_speakers, n_test_speakers=demo.n_test_speakers,
@@ -101,32 +122,29 @@ def demo_corpus(out: Path, demo: DemoConfig, log) -> Path:
 
 def shard_corpus(cfg: SpeakerConfig, layout, root: Path, shards: Path) -> None:
     """Build (or reuse, when its manifest matches) the train and test shard sets of a corpus."""
-    from datasets.speaker_shards import build_speaker_shards
+    from datasets.voxceleb.shards import build_speaker_shards
 
     build_speaker_shards(layout, root, shards, sample_rate=cfg.data.sample_rate,
                          samples_per_shard=cfg.data.samples_per_shard, seed=cfg.train.seed,
                          skip_bad=cfg.data.skip_bad)
 
 
-def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_dir: Optional[Path] = None,
-        callbacks=None, score_untrained: bool = True) -> dict:
+def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     """The whole job; returns what it writes to metrics.json plus the DET curves ("det_curves").
-    `shards_dir` (default OUT/shards) lets several runs share one shard set; `callbacks` go to the
-    Ray Train run (a Tune sweep passes TuneReportCallback); `score_untrained` also scores the
-    untrained encoder (the same weights for every head: the comparison scores it once)."""
+    `callbacks` go to the Ray Train run (a Tune sweep passes TuneReportCallback)."""
     import numpy as np
-    import torch
 
-    from datasets.shards import manifest_digest, shard_paths, verify_shards
-    from datasets.voxceleb import find_layout
-    from trainers import metrics as M
-    from trainers.plots import plot_det, plot_training_curves
-    from trainers.embedding import encoder_state
-    from trainers.speaker import extract_embeddings, feature_dataset
+    from datasets.shards import shard_paths
+    from datasets.voxceleb.layout import find_layout
+    from trainers.embedding import scored_systems
+    from trainers.loop import train_or_reuse
+    from trainers.resources import init_ray
+    from trainers.speaker.task import extract_embeddings, feature_dataset
+    from trainers.verification import TrialList, evaluate
 
     validate(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
+    root = corpus_root(cfg, out, log)
     layout = find_layout(root)
     log(f"[data] {root}: {len(layout.train)} training utterances of {len(layout.speakers)} speakers, "
         f"{len(layout.test)} test utterances, trial lists {sorted(layout.trials)}")
@@ -134,14 +152,13 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
     missing = sorted(set(wanted) - set(layout.trials))
     if missing:
         raise ConfigError(f"data.trials names {missing}, not found beside {root} (found {sorted(layout.trials)})")
-    common.init_ray(log)
+    init_ray(log)
 
     t0 = time.perf_counter()
-    shards = shards_dir or out / "shards"
+    shards = Path(cfg.data.shards) if cfg.data.shards else out / "shards"
     shard_corpus(cfg, layout, root, shards)
-    manifests = {split: verify_shards(shards / split) for split in ("train", "test")}
+    manifests, digests = common.verified_shards(shards, ("train", "test"))
     shard_time = time.perf_counter() - t0
-    digests = {split: manifest_digest(shards / split) for split in manifests}
 
     task = make_task(cfg, num_classes=len(manifests["train"]["classes"]))
     run_name = f"speaker-{config_hash(cfg)}-{digests['train'][:8]}"
@@ -158,99 +175,52 @@ def run(cfg: SpeakerConfig, data: Optional[Path], out: Path, log=print, shards_d
         log(f"[data] {len(held_out)} training speakers held out for per-epoch validation (val_eer)")
         # scored every epoch: materialized once, and only when training runs (not when reused)
         val = lambda: feature_dataset(train_paths, task.front, speakers=held_out).materialize()  # noqa: E731
-    state, history = common.train_or_reuse(
+    state, history = train_or_reuse(
         task, cfg.train, out, run_name,
         lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed, speakers=held_out,
                                 exclude=True), cfg.scale, log, val, callbacks)
     train_time = time.perf_counter() - t0
 
-    torch.manual_seed(cfg.train.seed)
-    untrained = task.build_encoder().state_dict()
+    systems = scored_systems(task, state["model"], cfg.train.seed, untrained=cfg.eval.score_untrained)
     test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
-    systems = {"trained": encoder_state(state["model"]), **({"untrained": untrained} if score_untrained else {})}
-    embeddings = {name: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers)
-                  for name, enc in systems.items()}
-    results, curves = {}, {}
-    for name in wanted:
-        trials = layout.trials[name]
-        labels = np.array([t.label for t in trials])
-        results[name] = {}
-        for system, emb in embeddings.items():
-            scores = M.cosine_scores(emb, ([t.enroll for t in trials], [t.test for t in trials]))
-            results[name][system] = M.verification_metrics(scores, labels)
-            fnr, fpr, _ = M.compute_det(scores, labels)
-            curves[f"{name} {system}"] = (fnr, fpr)
+    lists = [TrialList(name, [t.enroll for t in layout.trials[name]], [t.test for t in layout.trials[name]],
+                       np.array([t.label for t in layout.trials[name]])) for name in wanted]
+    results, curves = evaluate(systems, lambda enc: extract_embeddings(test_paths, task, enc,
+                                                                       concurrency=cfg.scale.workers), lists)
     eval_time = time.perf_counter() - t0
 
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_det(curves, plots / "det.png", title=f"DET: {cfg.model.encoder} + {cfg.head['name']}")
-    plot_training_curves(history, plots / "training.png")
-    report = {
-        "workflow": "speaker",
-        "config": to_dict(cfg),
-        "data": str(root),
-        "versions": common.versions(),
-        "manifests": common.manifest_summary(manifests, digests),
-        "trials": results,
-        "history": history,
-        "timing_s": {"shards": shard_time, "train": train_time, "eval": eval_time},
-        "plots": {"det": str(plots / "det.png"), "training": str(plots / "training.png")},
-    }
-    table = results_table(results)
-    common.write_report(out, report, table, f"{plots / 'det.png'}, {plots / 'training.png'}", log)
-    return {**report, "det_curves": curves}
+    return common.verification_report(out, cfg, "speaker", root, (manifests, digests), results, curves, history,
+                                      {"shards": shard_time, "train": train_time, "eval": eval_time},
+                                      f"DET: {cfg.model.encoder} + {cfg.head['name']}", log)
 
 
-def comparable_heads() -> list[str]:
-    """One name per registered head class (aliases dropped)."""
-    from trainers.heads import HEADS
-
-    names, seen = [], set()
-    for name, cls in HEADS.items():
-        if cls not in seen:
-            seen.add(cls)
-            names.append(name)
-    return names
-
-
-def compare_heads(cfg: SpeakerConfig, data: Optional[Path], out: Path, heads: list[str], log=print) -> dict:
+def compare_heads(cfg: SpeakerConfig, out: Path, heads: list[str], log=print) -> dict:
     """Train every head with the same budget on the same shards; table (EER, minDCF, train time) + DET PNG."""
+    from datasets.atomic import write_json, write_text
     from trainers.plots import plot_det
 
-    root = Path(data) if data is not None else demo_corpus(out, cfg.demo, log)
+    data = dataclasses.replace(cfg.data, root=str(corpus_root(cfg, out, log)), shards=str(out / "shards"))
     rows, curves = {}, {}
     for i, name in enumerate(heads):
         log(f"[compare] head {name}")
-        report = run(dataclasses.replace(cfg, head={"name": name}), root, out / "heads" / name, log,
-                     shards_dir=out / "shards", score_untrained=i == 0)
-        trials = sorted(report["trials"])[0]
-        rows[name] = {**report["trials"][trials]["trained"], "train_time_s": report["timing_s"]["train"]}
+        report = run(dataclasses.replace(cfg, head={"name": name}, data=data, eval=EvalConfig(score_untrained=i == 0)),
+                     out / "heads" / name, log=log)
+        trials = sorted(report["verification"])[0]
+        rows[name] = {**report["verification"][trials]["trained"], "train_time_s": report["timing_s"]["train"]}
         curves[name] = report["det_curves"][f"{trials} trained"]
         if i == 0:
-            untrained = report["trials"][trials]["untrained"], report["det_curves"][f"{trials} untrained"]
+            untrained = report["verification"][trials]["untrained"], report["det_curves"][f"{trials} untrained"]
     rows["(untrained encoder)"] = {**untrained[0], "train_time_s": 0.0}
     curves["(untrained encoder)"] = untrained[1]
-    (out / "plots").mkdir(exist_ok=True)
     plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each")
     lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {h} | {100 * r['eer']:.2f} | {r['min_dcf_0.01']:.3f} | {r['min_dcf_0.05']:.3f} | "
               f"{r['train_time_s']:.0f} |" for h, r in rows.items()]
-    common.write_json(out / "compare_heads.json", {"config": to_dict(cfg), "heads": rows})
-    (out / "compare_heads.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "compare_heads.json", {"config": common.resolved_config(cfg), "heads": rows})
+    write_text(out / "compare_heads.md", "\n".join(lines) + "\n")
     log("\n" + "\n".join(lines) + f"\n\n[done] {out / 'compare_heads.md'}, {out / 'plots' / 'det_heads.png'}")
     return rows
-
-
-def results_table(results: dict) -> str:
-    lines = ["| trials | system | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | trials |",
-             "|---|---|---|---|---|---|"]
-    for name, systems in results.items():
-        for system, m in systems.items():
-            lines.append(f"| {name} | {system} | {100 * m['eer']:.2f} | {m['min_dcf_0.01']:.3f} | "
-                         f"{m['min_dcf_0.05']:.3f} | {m['n_trials']} |")
-    return "\n".join(lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -275,12 +245,43 @@ def main(argv=None) -> int:
         shorthand.append(f"model.encoder={args.encoder}")
     if args.skip_bad:
         shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, shorthand)
+    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.root": args.data}) + shorthand)
     if args.compare_heads:
-        heads = comparable_heads() if args.compare_heads == "all" else args.compare_heads.split(",")
-        return common.guarded(lambda: compare_heads(load_config(SpeakerConfig, args.config, overrides), args.data,
-                                                    args.out, heads))
-    return common.guarded(lambda: run(load_config(SpeakerConfig, args.config, overrides), args.data, args.out))
+        from trainers.heads import canonical_heads
+
+        heads = canonical_heads() if args.compare_heads == "all" else args.compare_heads.split(",")
+        return common.guarded(lambda: compare_heads(load_config(SpeakerConfig, args.config, overrides), args.out,
+                                                    heads))
+    return common.guarded(lambda: run(load_config(SpeakerConfig, args.config, overrides), args.out))
+
+
+def _final(report: dict) -> dict:
+    """What a sweep trial reports: the last epoch's val_eer, and the first trial list's test scores."""
+    from datasets.voxceleb.layout import TRIAL_LISTS
+
+    lists = report["verification"]
+    trained = lists[next(n for n in (*TRIAL_LISTS, *sorted(lists)) if n in lists)]["trained"]  # Vox1-O first
+    return {"val_eer": report["history"][-1]["val_eer"], "test_eer": trained["eer"],
+            "test_min_dcf_0.01": trained["min_dcf_0.01"]}
+
+
+def _shared_shards(cfg: SpeakerConfig, out: Path, log) -> list[str]:
+    """The corpus (the demo one, generated, when data.root is empty) and its shards, once for every
+    trial: trials that built them each would race on the same files."""
+    from datasets.voxceleb.layout import find_layout
+
+    root = corpus_root(cfg, out, log)
+    shard_corpus(cfg, find_layout(root), root, out / "shards")
+    return [f"data.root={root}", f"data.shards={out / 'shards'}", "eval.score_untrained=false"]
+
+
+def _epochs(cfg: SpeakerConfig) -> int:
+    return cfg.train.epochs
+
+
+SWEEP = SweepTarget("speaker", SpeakerConfig, run, validate, metric="val_eer", mode="min", final=_final,
+                    per_epoch=True, overrides=("data.val_speakers=8",), budget=_epochs, data_key="data.root",
+                    prepare=_shared_shards)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError  # noqa: E402
-from workflows import common  # noqa: E402
+from workflows import common, esc50_actions, face, sed, semiweak, speaker  # noqa: E402
+
+# every workflow a sweep can run: each declares its own target next to its config
+TARGETS = {wf.SWEEP.name: wf.SWEEP for wf in (speaker, face, sed, esc50_actions, semiweak)}
 
 
 def run(settings, out: Path, log=print) -> dict:
+    from datasets.atomic import write_json
     from tuning import report as R
-    from tuning.targets import TARGETS
     from tuning.tuner import EXPERIMENT, STUDY_DB, sweep
 
-    results, concurrency = sweep(settings, out, log)
     target = TARGETS[settings.workflow]
+    results, concurrency = sweep(target, settings, out, log)
     params = list(settings.space["params"])
     rows = R.ranked(R.trial_rows(results, params, target.metric, target.per_epoch), target.mode)
     table = R.write_tables(rows, target.metric, out)
@@ -50,7 +53,7 @@ def run(settings, out: Path, log=print) -> dict:
                "best": finished[0] if finished else None,
                "best_config": str(best_yaml) if best_yaml else None, "plots": plots,
                "errors": sum(r["status"] == "error" for r in rows), "versions": common.versions()}
-    common.write_json(out / "sweep_summary.json", summary)
+    write_json(out / "sweep_summary.json", summary)
     epochs = f", {summary['trial_epochs']} trial-epochs" if target.per_epoch else ""
     log("\n" + table + f"\n\n[done] {len(rows)} trials ({summary['errors']} failed){epochs}; "
         f"best {target.metric} = {finished[0]['metric'] if finished else None}\n"
@@ -60,8 +63,6 @@ def run(settings, out: Path, log=print) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from tuning.targets import TARGETS
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("workflow", choices=sorted(TARGETS))
@@ -74,7 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once: a cap on CPU clusters; on GPU "
                    "clusters the number of GPU trials the autoscaler may run at once (default: what fits now)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--data", help="speaker: the corpus root (VoxCeleb layout); default: the generated demo corpus")
+    p.add_argument("--data", help="the corpus root, as the workflow's own --data (its data_key: data.root for speaker, "
+                                  "face and semiweak, data.esc50 for esc50_actions); default: its demo corpus. SED "
+                                  "takes --set data.tau=... --set data.fsd=...")
     p.add_argument("--config", help="the workflow's YAML config the sampled keys override")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides of every trial")
     return p.parse_args(argv)
@@ -83,16 +86,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace):
     """The sweep's settings from its command line (the space loaded and matched to the workflow)."""
     from tuning.spaces import load_space
-    from tuning.targets import TARGETS
     from tuning.tuner import SweepSettings
 
     space = load_space(args.space)
     if space["workflow"] != args.workflow:
         raise ConfigError(f"search space {args.space} is for workflow {space['workflow']}, not {args.workflow}")
-    scheduler = args.scheduler or ("asha" if TARGETS[args.workflow].per_epoch else "fifo")
+    target = TARGETS[args.workflow]
+    scheduler = args.scheduler or ("asha" if target.per_epoch else "fifo")
+    roots = []
+    if args.data:
+        if target.data_key is None:
+            raise ConfigError(f"{args.workflow} reads several data roots: give them with --set (e.g. --set "
+                              "data.tau=... --set data.fsd=...)")
+        roots = [f"{target.data_key}={Path(args.data).resolve()}"]
     return SweepSettings(args.workflow, space, args.trials, scheduler=scheduler, seed=args.seed,
                          max_concurrent=args.max_concurrent, grace_period=args.grace_period, config=args.config,
-                         data=args.data, set=list(args.set))
+                         set=roots + list(args.set))
 
 
 def main(argv=None) -> int:

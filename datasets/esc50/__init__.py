@@ -1,0 +1,1 @@
+"""ESC-50: meta and annotation readers, crowd aggregation of action vectors, per-fold shards."""

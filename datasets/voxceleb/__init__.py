@@ -1,0 +1,1 @@
+"""VoxCeleb: the corpus layouts and trial lists, and their shards."""

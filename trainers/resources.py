@@ -1,0 +1,81 @@
+"""Ray start-up and CPU budgets: how many CPUs each training worker or inference actor may hold.
+
+Small-cluster trap (Ray 2.60 measured here): workers or actors that reserve every CPU starve the
+Ray Data read tasks that feed them, and the run hangs instead of failing. Every budget below
+therefore leaves one CPU to Ray Data unless the user sets one explicitly.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from typing import Callable, Optional
+
+
+@dataclasses.dataclass
+class ScaleConfig:
+    """The `scale` config section of every workflow."""
+    workers: int = 1
+    cpus_per_worker: Optional[float] = None   # None: an equal share of cpu_budget, at most 1
+    cpu_budget: Optional[float] = None        # CPUs all training workers of the run hold together; None: the
+                                              # cluster's but one, left for Ray Data (a sweep sets each trial's)
+    use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
+    placement_strategy: str = "PACK"          # Ray Train's: PACK (fewest nodes) | SPREAD (one worker per node)
+
+
+def init_ray(log=print) -> None:
+    """Connect to the cluster (under `ray job submit` RAY_ADDRESS names it) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(log_to_driver=True)
+    where = os.environ.get("RAY_ADDRESS", "a local Ray instance")
+    log(f"[ray] connected to {where}: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
+        f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
+
+
+def cpus_leaving_one_for_data(n: int, budget: float | None = None) -> float:
+    """CPUs for each of `n` long-lived workers or actors so that at least one CPU stays free for the
+    Ray Data read tasks that feed them: on a small cluster, n actors of 1 CPU each would take every
+    CPU and the read task would wait forever (a deadlock, not an error). `budget`: the CPUs the n may
+    hold together (default: the cluster's but one)."""
+    import ray
+
+    if budget is None:
+        budget = max(ray.cluster_resources().get("CPU", 1) - 1, 0.5)
+    return min(1.0, budget / max(n, 1))
+
+
+def auto_use_gpu(workers: int) -> bool:
+    """Use GPUs when the cluster has one per worker (a GPU cluster); CPU otherwise."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= workers
+
+
+def cpus_per_worker(scale: ScaleConfig, log=print) -> float:
+    """Leave at least one CPU to Ray Data, or the data tasks that feed training starve."""
+    if scale.cpus_per_worker is not None:
+        return scale.cpus_per_worker
+    per = cpus_leaving_one_for_data(scale.workers, scale.cpu_budget)
+    if per < 1.0:
+        log(f"[ray] {scale.workers} workers: {per:.2f} CPU each, leaving one for Ray Data")
+    return per
+
+
+def parallel_runs_scale(scale: ScaleConfig, runs: int, log=print) -> ScaleConfig:
+    """`scale` for `runs` Ray Train runs submitted together: their workers share the CPU budget (the
+    cluster's CPUs but one, which stays free for the Ray Data tasks that feed them all), unless
+    cpus_per_worker is set."""
+    if scale.cpus_per_worker:
+        return scale
+    together = dataclasses.replace(scale, workers=scale.workers * runs)
+    return dataclasses.replace(scale, cpus_per_worker=cpus_per_worker(together, log))
+
+
+def in_parallel(fn: Callable, items: list) -> dict:
+    """fn(item) for every item at once (e.g. each held-out fold's Ray Train run); {item: result}."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = {item: pool.submit(fn, item) for item in items}
+        return {item: fut.result() for item, fut in futures.items()}

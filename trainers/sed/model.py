@@ -1,0 +1,160 @@
+"""Weakly-supervised sound event detection model (arXiv 2106.06858): a CNN without pooling keeps the full
+time x frequency resolution, a 1x1 conv gives a class map (B, C, T, F), and a pooling turns it into
+frame-level activity (B, C, T) and clip probabilities (B, C) that are trained on clip (weak) labels
+only. An optional auxiliary decoder reconstructs the input log-mel from the encoder's last feature
+map; its MSE, weighted by alpha, is added to the clip BCE.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POOLINGS = ("two_step", "time_attention", "average", "max")
+_EPS = 1e-7  # probability clamp for BCE: log(1e-7) is finite in float32
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 conv + BN + ReLU at unchanged resolution (no bias: BN's shift replaces it)."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class FrequencyAttention(nn.Module):
+    """Frame activity (B, C, T) = sum_F sigmoid(Linear_F(x)) * softmax_F(Linear'_F(x)) over a class map
+    x (B, C, T, F): a convex combination of per-bin probabilities, so it lies in [0, 1]."""
+
+    def __init__(self, n_mels: int):
+        super().__init__()
+        self.cla = nn.Linear(n_mels, n_mels)
+        self.att = nn.Linear(n_mels, n_mels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(self.cla(x)) * torch.softmax(self.att(x), dim=-1)).sum(-1)
+
+
+class TimeAttention(nn.Module):
+    """Clip probability (B, C) = sum_T softmax_T(a_k u) * sigmoid(c_k u + d_k) over frame logits u (B, C, T).
+
+    The official model uses Linear(T, T) here, which fixes the clip length; per-class scalars work for
+    any T. The attention has no bias because softmax is shift-invariant. Initialized a = c = 1, d = 0:
+    at the start the clip probability is a softmax(u)-weighted mean of the frame probabilities sigmoid(u),
+    between average and max pooling, instead of a random per-class mapping Adam would need many steps
+    to undo."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.att_scale = nn.Parameter(torch.ones(num_classes, 1))
+        self.cla_scale = nn.Parameter(torch.ones(num_classes, 1))
+        self.cla_bias = nn.Parameter(torch.zeros(num_classes, 1))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        att = torch.softmax(self.att_scale * u, dim=-1)
+        return (att * torch.sigmoid(self.cla_scale * u + self.cla_bias)).sum(-1)
+
+
+class SEDModel(nn.Module):
+    """Encoder (channels 1 -> w -> 2w -> 4w -> 8w, w = width; 32 is the paper's) -> class map -> pooling.
+
+    Poolings (frame activity (B, C, T); clip probability (B, C)):
+      two_step        FrequencyAttention; TimeAttention on the logit of that activity
+      time_attention  sigmoid of the class map averaged over F; TimeAttention on that average
+      average         sigmoid(class map) averaged over F; clip = its mean over T
+      max             sigmoid(class map) max over F; clip = its max over T
+    `forward(logmel, weak)` returns (loss, number of clips whose thresholded prediction is exactly the
+    label vector, batch size) for the training loop. Input log-mels (B, T, F) are normalized by the
+    caller.
+    """
+
+    def __init__(self, num_classes: int, n_mels: int = 64, width: int = 32, pooling: str = "two_step",
+                 aux_decoder: bool = True, alpha: float = 0.001):
+        super().__init__()
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.n_mels = _positive_int("n_mels", n_mels)
+        width = _positive_int("width", width)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        try:
+            self.alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
+        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+        self.pooling = pooling
+
+        chans = [1, width, 2 * width, 4 * width, 8 * width]
+        self.encoder = nn.Sequential(*(_conv_block(a, b) for a, b in zip(chans, chans[1:])))
+        self.classifier = nn.Conv2d(chans[-1], self.num_classes, 1)
+        self.decoder = None
+        if aux_decoder:
+            back = chans[:0:-1]  # 8w, 4w, 2w, w
+            self.decoder = nn.Sequential(*(_conv_block(a, b) for a, b in zip(back, back[1:])),
+                                         nn.Conv2d(width, 1, 1))
+        self.freq_att = FrequencyAttention(self.n_mels) if pooling == "two_step" else None
+        self.time_att = TimeAttention(self.num_classes) if pooling in ("two_step", "time_attention") else None
+
+    def _features(self, logmel: torch.Tensor) -> torch.Tensor:
+        if logmel.dim() != 3 or logmel.shape[-1] != self.n_mels:
+            raise ValueError(f"log-mel must be (batch, frames, {self.n_mels} mel bins), got {tuple(logmel.shape)}")
+        return self.encoder(logmel.unsqueeze(1))
+
+    def _pool(self, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clip (B, C), frame (B, C, T)) in [0, 1] from the class map (B, C, T, F). The clamps only
+        undo rounding: each pooling is in [0, 1] by construction."""
+        if self.pooling == "two_step":
+            frame = self.freq_att(class_map)
+            clip = self.time_att(torch.logit(frame, eps=1e-6))
+        elif self.pooling == "time_attention":
+            u = class_map.mean(-1)
+            frame, clip = torch.sigmoid(u), self.time_att(u)
+        elif self.pooling == "average":
+            frame = torch.sigmoid(class_map).mean(-1)
+            clip = frame.mean(-1)
+        else:
+            frame = torch.sigmoid(class_map).amax(-1)
+            clip = frame.amax(-1)
+        return clip.clamp(0.0, 1.0), frame.clamp(0.0, 1.0)
+
+    def predict(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clip probabilities (B, C), frame probabilities (B, T, C)); no_grad is the caller's choice."""
+        clip, frame = self._pool(self.classifier(self._features(logmel)))
+        return clip, frame.transpose(1, 2)
+
+    def reconstruct(self, logmel: torch.Tensor) -> torch.Tensor:
+        """The auxiliary decoder's reconstruction (B, T, F) of the input log-mel."""
+        if self.decoder is None:
+            raise RuntimeError("this SEDModel was built with aux_decoder=False")
+        return self.decoder(self._features(logmel)).squeeze(1)
+
+    def forward(self, logmel: torch.Tensor, weak: torch.Tensor):
+        h = self._features(logmel)
+        clip, _ = self._pool(self.classifier(h))
+        target = weak.float()
+        loss = clip_bce(clip, target)
+        if self.decoder is not None:
+            loss = loss + self.alpha * F.mse_loss(self.decoder(h).squeeze(1).float(), logmel.float())
+        with torch.no_grad():
+            correct = ((clip.detach() > 0.5) == (target > 0.5)).all(dim=1).sum()
+        return loss, correct, logmel.shape[0]
+
+    def extra_repr(self):
+        return (f"num_classes={self.num_classes}, n_mels={self.n_mels}, pooling={self.pooling}, "
+                f"alpha={self.alpha:g}")
+
+
+def clip_bce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of probabilities, in float32 with probs clamped to [1e-7, 1 - 1e-7]
+    (written out: F.binary_cross_entropy refuses to run under autocast)."""
+    p = prob.float().clamp(_EPS, 1.0 - _EPS)
+    t = target.float()
+    return -(t * torch.log(p) + (1.0 - t) * torch.log1p(-p)).mean()
