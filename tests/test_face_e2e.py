@@ -1,5 +1,6 @@
 """Integration: generated face corpus -> shards -> Ray Train (SFNet-20 + SphereFace2) -> embeddings of
 the pair images -> LFW 10-fold accuracy and EER, on a real local Ray; plus a wrong --data layout."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -42,7 +43,10 @@ def test_outputs_and_provenance(demo_run):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["workflow"] == "face" and saved["config"]["model"]["backbone"] == "sfnet20"
     assert saved["config"]["head"]["name"] == "sphereface2"
-    assert load_config(FaceConfig, out / "config.yaml") == cfg
+    resolved = load_config(FaceConfig, out / "config.yaml")   # every head keyword, with its default
+    assert resolved.head == {"name": "sphereface2", "margin_type": "C", "lam": 0.7, "r": 40.0, "m": 0.4, "t": 3.0,
+                             "lw": 50.0, "detach": True}
+    assert dataclasses.replace(resolved, head=cfg.head) == cfg and saved["config"]["head"] == resolved.head
     layout = find_face_layout(saved["data"])
     assert saved["manifests"]["train"]["num_samples"] == len(layout.train) == 800
     assert saved["manifests"]["test"]["num_samples"] == len(layout.test)  # the distinct images the pairs name

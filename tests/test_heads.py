@@ -1,11 +1,12 @@
 """Heads (losses): softmax, ArcFace at known angles, registry errors, margin scheduler."""
+import inspect
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.heads import HEADS, Head, MarginScheduler, build_head
+from trainers.heads import HEADS, Head, MarginScheduler, build_head, canonical_heads, head_defaults
 from trainers.heads.margin import ArcFaceHead
 from trainers.heads.ops import cosine_matrix
 
@@ -225,3 +226,19 @@ def test_margin_scheduler_linear_apply_and_errors():
         MarginScheduler(0.2, 1, 4, increase_type="cosine")
     with pytest.raises(ValueError, match="final_m"):
         MarginScheduler(-0.2, 1, 4)
+
+
+@pytest.mark.parametrize("head_cfg", [{"name": n} for n in canonical_heads()] + [
+    {"name": "sphereface2", "margin_type": "M"}, {"name": "arcface", "m": 0.3}])
+def test_resolved_head_config_names_every_keyword_and_builds_the_same_head(head_cfg):
+    """What config.yaml records: every keyword of the head's class, none left None, and building from it
+    gives the head the short config gives."""
+    resolved = head_defaults(head_cfg)
+    cls = HEADS[head_cfg["name"]]
+    keywords = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "embed_dim", "num_classes")]
+    assert list(resolved) == ["name", *keywords] and None not in resolved.values()
+    assert {k: v for k, v in resolved.items() if k in head_cfg} == head_cfg
+    kwargs = {k: v for k, v in resolved.items() if k != "name"}
+    short = {k: v for k, v in head_cfg.items() if k != "name"}
+    assert build_head(head_cfg["name"], 8, 4, **kwargs).extra_repr() == \
+        build_head(head_cfg["name"], 8, 4, **short).extra_repr()

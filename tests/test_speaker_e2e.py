@@ -1,4 +1,5 @@
 """Integration: demo corpus -> shards -> 2-worker Ray Train -> embeddings -> EER, on a real local Ray."""
+import dataclasses
 import json
 
 import pytest
@@ -31,6 +32,9 @@ def test_outputs_and_provenance(demo_run):
     out, cfg, report = demo_run
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["scale"]["workers"] == 2
+    resolved = load_config(SpeakerConfig, out / "config.yaml")   # the face workflow writes the same
+    assert resolved.head == {"name": "arcface", "s": 32.0, "m": 0.2, "detach_margin": False}
+    assert dataclasses.replace(resolved, head=cfg.head) == cfg and saved["config"]["head"] == resolved.head
     assert set(saved["manifests"]) == {"train", "test"} and len(saved["manifests"]["train"]["sha256"]) == 64
     assert saved["versions"]["ray"] == "2.60.0"
     assert [h["epoch"] for h in saved["history"]] == list(range(1, cfg.train.epochs + 1))

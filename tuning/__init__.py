@@ -1,1 +1,2 @@
-"""Search spaces and the one Tuner (Optuna + ASHA) used by every workflow."""
+"""Search spaces and the one Tuner (Optuna + ASHA) used by every workflow. A workflow hands the tuner
+its `SweepTarget` (tuning/target.py): tuning never imports workflows."""

@@ -24,19 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
-from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
+from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
+from trainers.sed.folds import ABLATIONS, make_task  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
-
-ABLATIONS = {
-    "full": {},
-    "no_aux": {"aux_decoder": False},
-    "time_attention": {"pooling": "time_attention"},
-    "average": {"pooling": "average"},
-    "max": {"pooling": "max"},
-}
 
 
 @dataclasses.dataclass
@@ -93,20 +86,6 @@ class SEDConfig:
     ablations: list = dataclasses.field(default_factory=lambda: ["full"])
 
 
-def front_end(cfg: SEDConfig):
-    from trainers.features import LogMel
-
-    return LogMel(cfg.data.sample_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.n_mels)
-
-
-def make_task(cfg: SEDConfig, num_classes: int, ablation: str = "full"):
-    from trainers.sed.task import SEDTask
-
-    return SEDTask(num_classes=num_classes, n_mels=cfg.data.n_mels,
-                   model={**to_dict(cfg.model), **ABLATIONS[ablation]}, batch_size=cfg.train.batch_size,
-                   shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed)
-
-
 def validate(cfg: SEDConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
     from trainers.loop import validate as validate_loop
@@ -150,76 +129,6 @@ def demo_corpus(out: Path, demo: DemoConfig, sample_rate: int, log) -> tuple[Pat
         raise ConfigError(f"demo corpus: {exc}") from exc
 
 
-def score_clips(rows: list[dict], classes: list[str], hop_s: float, ev: EvalConfig) -> dict:
-    """Clip micro/macro-AP and AUC, segment-based F1 / error rate of thresholded frame outputs."""
-    import json
-
-    import numpy as np
-
-    from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
-
-    clip = clip_metrics(np.stack([r["weak"] for r in rows]), np.stack([r["clip"] for r in rows]))
-    reference = {r["key"]: [{"onset": e["onset"], "offset": e["offset"], "label": e["label"]}
-                            for e in json.loads(r["meta"])["events"]] for r in rows}
-    estimated = {r["key"]: frames_to_events(r["frame"], hop_s, classes, threshold=ev.threshold) for r in rows}
-    return {**clip, **{f"segment_{k}": v for k, v in segment_metrics(reference, estimated, classes,
-                                                                       segment_s=ev.segment_s).items()},
-            "n_clips": len(rows)}
-
-
-def train_fold(cfg: SEDConfig, ablation: str, fold: int, paths: list[str], classes: list[str], digest: str,
-               run_dir: Path, scale, log) -> dict:
-    """Train on every fold but `fold` (or reuse the finished run); {state, history, train_time_s}."""
-    from trainers.loop import train_or_reuse
-    from trainers.sed.task import sed_dataset
-
-    task = make_task(cfg, len(classes), ablation)
-    train_folds = [f for f in range(1, cfg.data.folds + 1) if f != fold]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("tau", "fsd")}   # the shards' digest covers them
-    run_name = f"sed-{config_hash([data, to_dict(cfg.train), task.model])}-{digest[:8]}-test{fold}"
-    t0 = time.perf_counter()
-    state, history = train_or_reuse(
-        task, cfg.train, run_dir, run_name,
-        lambda: sed_dataset(paths, front_end(cfg), classes, train_folds, shuffle_seed=cfg.train.seed), scale, log)
-    return {"state": state["model"], "history": history, "train_time_s": time.perf_counter() - t0}
-
-
-def evaluate_fold(cfg: SEDConfig, ablation: str, snr, fold: int, paths: list[str], classes: list[str], trained: dict,
-                  run_dir: Path, log, untrained: bool) -> dict:
-    """Metrics of the trained model (and, if `untrained`, of the same initial weights untrained) on
-    fold `fold`; activity and training PNGs."""
-    from trainers.plots import plot_activity, plot_training_curves
-    from trainers.sed.task import predict, sed_dataset
-
-    task = make_task(cfg, len(classes), ablation)
-    test = sed_dataset(paths, front_end(cfg), classes, [fold])
-    hop_s = cfg.data.hop / cfg.data.sample_rate
-    results = {}
-    for system, weights in (("trained", trained["state"]), ("untrained", None))[:2 if untrained else 1]:
-        rows = predict(test, task, weights, num_blocks=len(paths), concurrency=cfg.scale.workers)
-        if not rows:
-            raise ConfigError(f"fold {fold} has no test mixtures in {paths[0]}...")
-        results[system] = score_clips(rows, classes, hop_s, cfg.eval)
-        if system == "trained":
-            for r in rows[:cfg.eval.plot_clips]:
-                plot_activity(r["logmel"], r["frames"], r["frame"], classes, hop_s,
-                              run_dir / "plots" / f"activity_{r['key'].replace('/', '_')}.png",
-                              title=f"{r['key']} ({ablation}, SNR {snr} dB)", threshold=cfg.eval.threshold)
-    plot_training_curves(trained["history"], run_dir / "plots" / "training.png", keys=("loss", "acc", "lr"))
-    log(f"[sed] SNR {snr} dB, {ablation}, test fold {fold}: macro-AP {results['trained']['macro_ap']:.3f}, "
-        f"segment F1 {results['trained']['segment_f1']:.3f}"
-        + (f" (untrained macro-AP {results['untrained']['macro_ap']:.3f})" if untrained else ""))
-    return {**results, "train_time_s": trained["train_time_s"], "history": trained["history"]}
-
-
-def mean_over_folds(per_fold: dict[int, dict], system: str) -> dict:
-    import numpy as np
-
-    keys = per_fold[next(iter(per_fold))][system]
-    return {k: float(np.mean([r[system][k] for r in per_fold.values()])) for k in keys}
-
-
 def results_table(table: dict) -> str:
     lines = ["| SNR (dB) | variant | micro-AP | macro-AP | AUC | segment F1 (1 s) | segment ER (1 s) | folds |",
              "|---|---|---|---|---|---|---|---|"]
@@ -234,8 +143,8 @@ def run(cfg: SEDConfig, out: Path, *, log=print, callbacks=None) -> dict:
     """The whole job; returns what it writes to metrics.json. (It reports once, at the end: no
     per-epoch callbacks are passed on.)"""
     from datasets.dcase import build_remix_shards, plan_mixtures, read_fsd, read_tau
-    from datasets.shards import shard_paths
-    from trainers.resources import in_parallel, init_ray, parallel_runs_scale
+    from trainers.resources import init_ray
+    from trainers.sed.folds import train_and_evaluate
 
     validate(cfg)
     demo = not cfg.data.tau
@@ -259,21 +168,7 @@ def run(cfg: SEDConfig, out: Path, *, log=print, callbacks=None) -> dict:
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scale = parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
-    runs, table = {}, {}
-    for snr in cfg.snrs:
-        paths = shard_paths(shards / f"snr{snr}")
-        for ablation in cfg.ablations:
-            dirs = {f: out / f"snr{snr}" / ablation / f"fold{f}" for f in cfg.test_folds}
-            trained = in_parallel(lambda f: train_fold(cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
-                                                              dirs[f], scale, log), cfg.test_folds)
-            per_fold = {f: evaluate_fold(cfg, ablation, snr, f, paths, classes, trained[f], dirs[f], log,
-                                         untrained=ablation == cfg.ablations[0])
-                        for f in cfg.test_folds}
-            runs[f"snr{snr}/{ablation}"] = per_fold
-            table.setdefault(snr, {})[ablation] = {**mean_over_folds(per_fold, "trained"), "folds": len(per_fold)}
-        table[snr][f"(untrained, {cfg.ablations[0]})"] = {
-            **mean_over_folds(runs[f"snr{snr}/{cfg.ablations[0]}"], "untrained"), "folds": len(cfg.test_folds)}
+    runs, table = train_and_evaluate(cfg, shards, classes, digests, out, log)
     run_time = time.perf_counter() - t0
 
     report = {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
-from trainers.config import ConfigError, config_hash, load_config, to_dict  # noqa: E402
+from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
@@ -144,44 +144,6 @@ def load_splits(cfg: SemiWeakConfig, out: Path, log) -> dict:
     return splits
 
 
-def train_method(cfg: SemiWeakConfig, method: str, in_channels: int, num_classes: int, paths: dict, tag: list,
-                 out: Path, scale, log, callbacks=None) -> dict:
-    """One method's training run(s); {stage name: (task, state, history)}."""
-    from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS
-    from datasets.shards import read_shards
-    from trainers.loop import train_or_reuse
-    from trainers.semiweak.task import BagTask, pseudo_labelled
-
-    kind = {"two_stage": "count"}.get(method, method)
-    m = cfg.method
-    task = BagTask(kind, in_channels, num_classes, cfg.train.batch_size, cfg.width, m.loss, m.reg_weight,
-                   seed=cfg.train.seed)
-    members = SUPERVISED_MEMBERS if method == "supervised" else TRAIN_MEMBERS
-    weak = {"loss": m.loss, "reg_weight": m.reg_weight} if kind == "count" else \
-        {"reg_weight": m.reg_weight} if kind in ("llp", "mil") else {}
-    key = [to_dict(cfg.train), cfg.width, weak, tag]
-    run_dir = out / method
-    run_dir.mkdir(parents=True, exist_ok=True)
-    val = (lambda: read_shards(paths["val"], None, SUPERVISED_MEMBERS)) if "val" in paths else None
-    state, history = train_or_reuse(
-        task, cfg.train, run_dir, f"semiweak-{method}-{config_hash(key)}",
-        lambda: read_shards(paths["train"], cfg.train.seed, members), scale, log, val, callbacks)
-    stages = {
-        method if method != "two_stage" or not m.stage2 else "two_stage (stage 1)": (task, state["model"], history)}
-    if method == "two_stage" and m.stage2:
-        log("[semiweak] two_stage: count-exact pseudo-labels from stage 1, then stage 2")
-        pseudo_task = dataclasses.replace(task, kind="pseudo",
-                                          init_state=state["model"] if m.stage2_init == "stage1" else None)
-        (run_dir / "stage2").mkdir(exist_ok=True)
-        state2, history2 = train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
-            pseudo_task, cfg.train, run_dir / "stage2", f"semiweak-stage2-{config_hash(key + [m.stage2_init])}",
-            lambda: pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
-                                    len(paths["train"]), cfg.scale.workers).randomize_block_order(seed=cfg.train.seed),
-            scale, log, val, callbacks)
-        stages["two_stage"] = (pseudo_task, state2["model"], history2)
-    return stages
-
-
 def results_table(results: dict, bag_size: str, stage2: bool) -> str:
     lines = [f"| method | instance accuracy (%) | bag count MAE | bags exact (%) | trained on (bags of {bag_size}) |",
              "|---|---|---|---|---|"]
@@ -195,11 +157,11 @@ def results_table(results: dict, bag_size: str, stage2: bool) -> str:
 
 def run(cfg: SemiWeakConfig, out: Path, *, log=print, callbacks=None) -> dict:
     """The whole job; `callbacks` go to every Ray Train run (a Tune sweep passes TuneReportCallback)."""
-    from datasets.bags import SUPERVISED_MEMBERS, build_bag_shards
-    from datasets.shards import manifest_digest, read_shards, shard_paths
+    from datasets.bags import build_bag_shards
+    from datasets.shards import manifest_digest, shard_paths
     from trainers.plots import plot_training_curves
-    from trainers.resources import in_parallel, init_ray, parallel_runs_scale
-    from trainers.semiweak.task import evaluate
+    from trainers.resources import init_ray
+    from trainers.semiweak.methods import train_and_evaluate
 
     validate(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,17 +183,7 @@ def run(cfg: SemiWeakConfig, out: Path, *, log=print, callbacks=None) -> dict:
     shard_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scale = parallel_runs_scale(cfg.scale, len(cfg.methods), log)
-    tag = sorted(digests.items())
-    trained = in_parallel(lambda m: train_method(cfg, m, channels, len(classes), paths, tag, out, scale, log,
-                                                        callbacks), cfg.methods)
-    results = {}
-    for method in cfg.methods:   # evaluated one after another: prediction actors beside training would starve it
-        for name, (task, state, history) in trained[method].items():
-            results[name] = {**evaluate(read_shards(paths["test"], None, SUPERVISED_MEMBERS), task, state,
-                                        len(paths["test"]), cfg.scale.workers), "history": history}
-            log(f"[semiweak] {name}: instance accuracy {100 * results[name]['instance_accuracy']:.2f} %, "
-                f"count MAE {results[name]['count_mae']:.3f}")
+    results = train_and_evaluate(cfg, channels, len(classes), paths, sorted(digests.items()), out, log, callbacks)
     curves = plot_training_curves({n: r["history"] for n, r in results.items()}, out / "plots" / "learning_curves.png",
                                   keys=("loss", "acc", "val_acc", "val_count_error"),
                                   title="Semi-weak labels: training loss and accuracy "

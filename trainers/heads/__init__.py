@@ -68,10 +68,17 @@ def build_head(name: str, embed_dim: int, num_classes: int, **kwargs) -> nn.Modu
 
 def head_defaults(head_cfg: dict) -> dict:
     """The head config with every keyword argument of its class, given or default: what a run's
-    resolved config records (`{name: arcface}` -> `{name: arcface, s: 32.0, m: 0.2, ...}`)."""
+    resolved config records (`{name: arcface}` -> `{name: arcface, s: 32.0, m: 0.2, ...}`). A default
+    of None that the head resolves itself (SphereFace2's m depends on the margin type) is read back
+    from a head built with these arguments."""
     cls = _head_class(head_cfg.get("name"))
-    defaults = {k: p.default for k, p in _keywords(cls).items() if p.default is not inspect.Parameter.empty}
-    return {"name": head_cfg["name"], **defaults, **{k: v for k, v in head_cfg.items() if k != "name"}}
+    given = {k: v for k, v in head_cfg.items() if k != "name"}
+    resolved = {k: p.default for k, p in _keywords(cls).items() if p.default is not inspect.Parameter.empty}
+    resolved.update(given)
+    if any(v is None for v in resolved.values()):
+        head = build_head(head_cfg["name"], 2, 2, **given)
+        resolved = {k: getattr(head, k, None) if v is None else v for k, v in resolved.items()}
+    return {"name": head_cfg["name"], **resolved}
 
 
 def pk_group_size(head_cfg: dict) -> int | None:
@@ -79,4 +86,4 @@ def pk_group_size(head_cfg: dict) -> int | None:
     cls = HEADS.get(head_cfg.get("name"))
     if cls is None or not getattr(cls, "needs_pk_batches", False):
         return None
-    return int(head_defaults(head_cfg)["k"])
+    return int(head_cfg.get("k", _keywords(cls)["k"].default))

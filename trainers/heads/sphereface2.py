@@ -70,9 +70,9 @@ class SphereFace2Head(HypersphereHead):
     g(z) = 2((z + 1)/2)^t − 1, margined target/non-target cosines by margin_type:
       C: g(cos θ_j) − m·(2·onehot − 1)   (target −m, non-targets +m)
       A: g(cos(min(θ_y + m, π))) on the target, g(cos θ_j) elsewhere
-      M: g(cos(clamp(m·θ_y, 1e-5, π))) on the target, g(cos θ_j) elsewhere — our reading: a
-         multiplicative angular margin on the target only (m ≥ 1), clamped at π so ψ stays
-         monotone in θ, as SphereFace-R v1.
+      M: g(cos(clamp(m·θ_y, 1e-5, π))) on the target, g(cos θ_j) elsewhere: a multiplicative
+         angular margin on the target only (m ≥ 1), clamped at π so ψ stays monotone in θ, as
+         OpenSphere's model/head/sphereface2m.py.
     logits = r·(cos θ + d_θ) + b, d_θ = (margined g) − cos θ, detached when detach=True (CGD).
     loss = BCEWithLogits(logits, onehot, weight = lw·K/r·(λ·onehot + (1−λ)(1−onehot))), mean
     over the B×K entries, written with softplus: (lw/r)/B·Σ_i [λ·softplus(−z_iy) +
