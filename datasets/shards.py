@@ -192,20 +192,22 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
 
 
 def verify_shards(out_dir: str | os.PathLike, checksum: bool = True) -> dict:
-    """Check every shard against the manifest before training; raises ShardError naming the shard."""
+    """Check every shard against the manifest before training; raises one ShardError naming every
+    missing, truncated or altered shard."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
+    broken = []
     for shard in manifest["shards"]:
         path = out_dir / shard["name"]
         if not path.is_file():
-            raise ShardError(f"shard {path} is missing (listed in {out_dir / MANIFEST}); rebuild the shard set")
-        size = path.stat().st_size
-        if size != shard["bytes"]:
-            raise ShardError(f"shard {path} is truncated or altered: {size} bytes, manifest says {shard['bytes']}; "
-                             "rebuild the shard set")
-        if checksum and sha256_file(path) != shard["sha256"]:
-            raise ShardError(f"shard {path} is altered: sha256 differs from {out_dir / MANIFEST}; "
-                             "rebuild the shard set")
+            broken.append(f"{path} is missing (listed in {out_dir / MANIFEST})")
+        elif (size := path.stat().st_size) != shard["bytes"]:
+            broken.append(f"{path} is truncated or altered: {size} bytes, manifest says {shard['bytes']}")
+        elif checksum and sha256_file(path) != shard["sha256"]:
+            broken.append(f"{path} is altered: sha256 differs from {out_dir / MANIFEST}")
+    if broken:
+        raise ShardError(f"{len(broken)} of {len(manifest['shards'])} shard(s) damaged: shard "
+                         + "; shard ".join(broken) + "; rebuild the shard set")
     return manifest
 
 
@@ -289,6 +291,9 @@ def build_shards(
     chunks = [items[i:i + samples_per_shard] for i in range(0, len(items), samples_per_shard)]
     log(f"[shards] {corpus}/{split}: {len(items)} samples -> {len(chunks)} shards in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".staging-*"):   # an interrupted build's (its write tasks may have outlived it)
+        log(f"[shards] {corpus}/{split}: removing {stale}, left by an interrupted build")
+        shutil.rmtree(stale, ignore_errors=True)
     staging = out_dir / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

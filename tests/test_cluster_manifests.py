@@ -323,7 +323,7 @@ def sweep_trial_config(sweep, args):
     target = sweep.TARGETS[settings.workflow]
     cfg = tuner.trial_config(target, settings, first_values(settings.space["params"]), 1.0)
     if args.data:   # --data reaches the trials' config through the workflow's data key
-        assert f"{target.data_key}={Path(args.data).resolve()}" in settings.set
+        assert [target.data_key, str(Path(args.data).resolve())] in [list(o) for o in settings.set]
     with tempfile.TemporaryDirectory() as tmp, \
             mock.patch("tuning.tuner.init_ray", side_effect=RayWouldStart), pytest.raises(RayWouldStart):
         tuner.sweep(target, settings, Path(tmp) / "out", log=lambda *a: None)   # an empty --out: nothing to resume

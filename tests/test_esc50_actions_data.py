@@ -19,6 +19,7 @@ from datasets.esc50.action_vectors import (
 )
 from datasets.esc50.meta import (
     ACTIONS,
+    OUTSIDE_META,
     SHIPPED_ANNOTATIONS,
     SUM_FILE,
     THREE_RATERS_FILE,
@@ -270,8 +271,6 @@ def _set(rows, i, column, value, header):
 
 
 BAD_THREE = {
-    "not in meta": (lambda h, r: _set(r, 4, "filename", "1-999999-A-0.wav", h),
-                    r"three.csv line 6: 1-999999-A-0.wav is not in ESC-50's meta"),
     "rating 5": (lambda h, r: _set(r, 2, "sizzling", "5", h),
                  r"three.csv line 4: sizzling = '5' is not a rating \(0-4\)"),
     "rating -1": (lambda h, r: _set(r, 0, "blowing", "-1", h), r"three.csv line 2: blowing = '-1' is not a rating"),
@@ -299,7 +298,6 @@ BAD_SUM = {
     "fold 0": ("fold", "0", r"sum.csv line 3: fold = '0' is not one of ESC-50's official folds \(1-5\)"),
     "fold 6": ("fold", "6", r"sum.csv line 3: fold = '6' is not one of ESC-50's official folds"),
     "sum 13": ("calling", "13.0", r"sum.csv line 3: calling = '13.0' is not a sum of 3 ratings \(0-12\)"),
-    "not in meta": ("filename", "5-9-A-1.wav", r"sum.csv line 3: 5-9-A-1.wav is not in ESC-50's meta"),
     "target": ("target", "15", r"sum.csv line 3: 1-100038-A-14.wav has target 15 here but 14"),
 }
 
@@ -332,8 +330,6 @@ BAD_CROWD = {
                        r"crowd.csv line 5: unknown action 'barking'"),
     "missing action": (lambda r: r[:19] + r[20:], r"crowd.csv line 2: worker 'r1' rated 1-100032-A-0.wav but not "
                                                   r"action\(s\) wailing"),
-    "not in meta": (lambda r: [*r, ["1-999-A-1.wav", "w1", "blowing", "0"]],
-                    r"crowd.csv line 62: 1-999-A-1.wav is not in ESC-50's meta"),
 }
 
 
@@ -344,6 +340,24 @@ def test_bad_crowd(tmp_path, case, real):
     edit, message = BAD_CROWD[case]
     with pytest.raises(LayoutError, match=message):
         read_crowd(_write_csv(tmp_path / "crowd.csv", ["task", "worker", "action", "label"], edit(rows)), meta)
+
+
+def test_rows_of_clips_outside_the_meta_are_ignored_and_counted(tmp_path, real):
+    """A corpus in the ESC-50 layout may hold a subset of the clips (ESC-10, a user's own recordings): the
+    annotation rows of the other clips are ignored, and how many clips that was is recorded."""
+    meta = read_esc50(_esc50_root(tmp_path))
+    header, rows = _real_lines(THREE_RATERS_FILE, 9)
+    stray = [[("1-999999-A-0.wav" if c == "filename" else v) for c, v in zip(header, row)] for row in rows[:3]]
+    ratings = read_three_raters(_write_csv(tmp_path / "three.csv", header, rows + stray), meta)
+    assert ratings.attrs[OUTSIDE_META] == 1 and "1-999999-A-0.wav" not in set(ratings["filename"])
+    assert len(ratings) == 9
+    header, rows = _real_lines(SUM_FILE, 3)
+    rows[1][header.index("filename")] = "5-9-A-1.wav"
+    summed = read_sum(_write_csv(tmp_path / "sum.csv", header, rows), meta)
+    assert summed.attrs[OUTSIDE_META] == 1 and len(summed) == 2
+    crowd = _crowd_rows(real.iloc[:3]) + [["1-999-A-1.wav", "w1", a, "0"] for a in ACTIONS]
+    ratings = read_crowd(_write_csv(tmp_path / "crowd.csv", ["task", "worker", "action", "label"], crowd), meta)
+    assert ratings.attrs[OUTSIDE_META] == 1 and set(ratings["filename"]) == {"1-100032-A-0.wav"}
 
 
 def test_bad_crowd_missing_column(tmp_path):

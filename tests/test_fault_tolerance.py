@@ -1,4 +1,5 @@
 """A training worker is SIGKILLed mid-run from outside; the run finishes from its last checkpoint."""
+import json
 import os
 import signal
 import threading
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from trainers.config import load_config
+from trainers.loop import HISTORY_FILE
 from workflows.speaker import SpeakerConfig, run
 
 pytestmark = pytest.mark.slow
@@ -20,10 +22,22 @@ def live_train_worker_pids(ray):
             if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
 
 
-def kill_a_train_worker_after_checkpoints(ray, storage, stop, killed):
+def epochs_in(checkpoint) -> int:
+    """Epochs a checkpoint holds (0 while Ray Train is still writing it)."""
+    try:
+        return len(json.loads((checkpoint / HISTORY_FILE).read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def kill_a_train_worker_after_checkpoints(ray, storage, stop, killed, last_epoch_to_kill_in=6):
     while not stop.is_set():
-        # two checkpoints on disk: the first is surely registered with Ray Train by now
-        if len([p for p in storage.glob("*/checkpoint_*") if p.is_dir()]) >= 2:
+        # two checkpoints on disk: the first is surely registered with Ray Train by now; and not near the end
+        # (a worker killed in the last epoch may go unnoticed by the controller before the run completes)
+        done = sorted(epochs_in(p) for p in storage.glob("*/checkpoint_*") if p.is_dir())
+        if done and done[-1] > last_epoch_to_kill_in:
+            return
+        if len(done) >= 2:
             for pid in live_train_worker_pids(ray):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -156,7 +156,8 @@ def test_registry_errors():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(s=0), "s must be"), (dict(s=-1.0), "s must be"), (dict(m=-0.1), "margin"),
-    (dict(m=20), "margin"), (dict(m="abc"), "must be a number"), (dict(s=float("nan")), "s must"),
+    (dict(m=20), "margin"), (dict(m="abc"), "must be a number"), (dict(s=float("nan")), "s must be a finite"),
+    (dict(s=float("inf")), r"s must be a finite number, got inf"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -75,6 +75,16 @@ def test_rebuild_is_byte_identical_and_skipped(ray_local, tmp_path):
         assert {m.mtime for m in tar.getmembers()} == {0}
 
 
+def test_an_interrupted_builds_staging_is_removed_by_the_next_build(ray_local, tmp_path):
+    """Ctrl-C during a build could leave `.staging-*` folders of full tars (gigabytes at VoxCeleb scale)."""
+    stale = tmp_path / "out" / ".staging-deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "toy-train-000000.tar").write_bytes(b"\0" * 4096)
+    build(toy_items(tmp_path), tmp_path / "out")
+    assert not list((tmp_path / "out").glob(".staging-*"))
+    assert len(list((tmp_path / "out").glob("toy-train-*.tar"))) == 5
+
+
 def test_changed_source_triggers_rebuild(ray_local, tmp_path):
     items = toy_items(tmp_path)
     build(items, tmp_path / "out")
@@ -96,6 +106,9 @@ def test_damaged_shard_is_named(ray_local, tmp_path, damage):
     else:
         shard.write_bytes(data[:600] + bytes([data[600] ^ 1]) + data[601:])
     with pytest.raises(ShardError, match=f"toy-train-000002.tar is {damage if damage != 'truncated' else 'truncated'}"):
+        verify_shards(tmp_path / "out")
+    (tmp_path / "out" / "toy-train-000000.tar").unlink()   # a second one: both are named, in one error
+    with pytest.raises(ShardError, match=r"2 of \d+ shard\(s\) damaged: shard .*000000.tar is missing.*000002.tar"):
         verify_shards(tmp_path / "out")
 
 

@@ -66,3 +66,26 @@ def test_demo_corpus_uses_real_names_folds_and_classes(tmp_path):
     assert feats.shape == (1 + (5 * 8000 - 512) // 256, 32)
     again = generate_esc50_corpus(tmp_path / "esc", clips_per_fold=1, sample_rate=8000)
     assert again == root                                                       # a rerun is a no-op
+
+
+class _Planted:
+    """Unpickling this would create a file: the proof that code from a weights file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_embedding_weights_that_are_not_a_state_dict_are_refused_without_running(tmp_path):
+    from trainers.esc50.audio import load_extractor
+
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.pt"
+    torch.save({"state": _Planted(marker)}, planted)
+    with pytest.raises(ValueError, match="is not a plain state dict .* nothing in it was run") as err:
+        load_extractor("logmel_cnn", str(planted))
+    assert not marker.exists() and "weights_only" not in str(err.value)
+    with pytest.raises(ValueError, match="cannot load embedding weights .*No such file"):
+        load_extractor("logmel_cnn", str(tmp_path / "absent.pt"))

@@ -117,3 +117,78 @@ def test_cli_exit_code_is_nonzero(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "workflows" / "speaker.py"), "--data", str(tmp_path / "nope"),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_another_demo_section_gets_its_own_corpus_folder(tmp_path):
+    """Changing a demo.* key against an existing --out: a second corpus beside the first (a raw
+    ValueError from the generator before: it refused to mix two corpora in one folder)."""
+    from trainers.config import load_config
+    from workflows.speaker import SpeakerConfig, corpus_root
+
+    small = ["demo.n_train_speakers=1", "demo.n_test_speakers=2", "demo.sessions_per_speaker=1",
+             "demo.utts_per_session=2"]
+    first = corpus_root(load_config(SpeakerConfig, None, small), tmp_path, log=lambda *a: None)
+    second = corpus_root(load_config(SpeakerConfig, None, small + ["demo.seed=1"]), tmp_path, log=lambda *a: None)
+    assert first != second and first.parent == second.parent == tmp_path / "data"
+    assert find_layout(first).trials and find_layout(second).trials
+
+
+def test_an_infeasible_demo_section_is_one_error_line(tmp_path, capsys):
+    code, err = run_main(capsys, "--out", tmp_path / "o", "--set", "demo.n_test_speakers=1")
+    assert code == 2 and err.startswith("error: demo corpus: need >= 1 train speaker, >= 2 test speakers")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("workflow, key", [("speaker", "data.sample_rate"), ("speaker", "data.num_frames"),
+                                           ("face", "data.image_size"), ("sed", "data.sample_rate"),
+                                           ("esc50_actions", "audio.hop"), ("semiweak", "width")])
+def test_a_size_or_rate_below_one_fails_before_any_data(tmp_path, workflow, key):
+    """Checked by validate(), before a corpus is generated or Ray starts (a negative sample rate used to
+    generate a corpus, start Ray and then blame every file as unreadable)."""
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, str(ROOT / "workflows" / f"{workflow}.py"), "--out", str(out),
+                           "--set", f"{key}=-1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: config key '{key}' must be > 0, got -1"
+    assert not out.exists()
+
+
+def test_audio_shorter_than_a_feature_frame_is_caught_at_shard_time(ray_local, tmp_path, capsys):
+    """A valid 10-sample wav used to pass the shard build and crash training inside Ray Data, unnamed."""
+    root = tiny_corpus(tmp_path / "vox")
+    short = root / "wav" / "id10002/vid2a/00001.wav"
+    sf.write(short, np.zeros(10, dtype=np.float32), 16000, subtype="PCM_16")
+    code, err = run_main(capsys, "--data", root, "--out", tmp_path / "out", "--epochs", "1")
+    assert code == 2 and f"{short} is 0.6 ms long, shorter than one 25 ms feature frame" in err and "--skip-bad" in err
+    manifests = build_speaker_shards(find_layout(root), root, tmp_path / "shards", skip_bad=True)
+    assert [s["path"] for s in manifests["train"]["skipped"]] == [str(short)]
+
+
+def test_a_batch_larger_than_the_training_set_fails_before_training(ray_local, tmp_path, capsys):
+    root = tiny_corpus(tmp_path / "vox")   # 6 training utterances
+    code, err = run_main(capsys, "--data", root, "--out", tmp_path / "out", "--epochs", "1",
+                         "--set", "train.batch_size=8")
+    assert code == 2 and err.strip() == ("error: train.batch_size=8 is larger than the 6 training utterances each of "
+                                         "the 1 training worker(s) gets (6 in all): lower train.batch_size or "
+                                         "scale.workers")
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_trials_naming_a_skipped_test_file_are_dropped_and_counted(tmp_path):
+    """--skip-bad with a bad test utterance: its trials are dropped and counted before training (scoring
+    used to fail with MissingEmbeddingError after the whole run); a list left one-sided is refused."""
+    from trainers.config import ConfigError
+    from workflows.speaker import trial_lists
+
+    root = tiny_corpus(tmp_path / "vox")
+    extra = root / "wav" / "id10272/abcdefghijk/00001.wav"
+    extra.parent.mkdir(parents=True)
+    sf.write(extra, 0.1 * np.ones(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    with open(root / "veri_test2.txt", "a") as f:
+        f.write("0 id10270/x6uYqmx31kE/00001.wav id10272/abcdefghijk/00001.wav\n")
+    lines = []
+    lists, dropped = trial_lists(find_layout(root), ["veri_test2"], {"id10271/1gtz-CUIygI/00001"}, lines.append)
+    assert dropped == {"veri_test2": 1} and "1 of 3 trials dropped" in lines[0]
+    assert list(lists[0].labels) == [1, 0] and "id10271/1gtz-CUIygI/00001" not in lists[0].test
+    with pytest.raises(ConfigError, match="no target and non-target trials left .*id10272/abcdefghijk/00001"):
+        trial_lists(find_layout(root), ["veri_test2"], {"id10271/1gtz-CUIygI/00001", "id10272/abcdefghijk/00001"},
+                    lines.append)

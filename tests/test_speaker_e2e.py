@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from trainers.config import load_config
 from workflows.speaker import SpeakerConfig, run
@@ -32,6 +33,8 @@ def test_outputs_and_provenance(demo_run):
     out, cfg, report = demo_run
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["scale"]["workers"] == 2
+    model = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert set(model["state"]) == {"model", "epoch"}   # the optimizer stays in the checkpoints (resume) only
     resolved = load_config(SpeakerConfig, out / "config.yaml")   # the face workflow writes the same
     assert resolved.head == {"name": "arcface", "s": 32.0, "m": 0.2, "detach_margin": False}
     assert dataclasses.replace(resolved, head=cfg.head) == cfg and saved["config"]["head"] == resolved.head

@@ -88,14 +88,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = (),
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable = (),
                 base: dict | None = None) -> T:
-    """Defaults of `cls` <- `base` <- YAML file <- `key=value` overrides, validated once at the end."""
+    """Defaults of `cls` <- `base` <- YAML file <- overrides, validated once at the end. An override is
+    `"key=value"` (the value parsed as YAML: what `--set` gives) or a `(key, value)` pair taken as it is
+    (what a shorthand flag gives: a path stays the string it is, `#` and digits included)."""
     data = to_dict(cls())
     for layer in (base or {}), _read_yaml(path):
         _merge(data, layer, cls)
-    for text in overrides:
-        key, value = parse_override(text)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
         set_dotted(data, key, value)
     return from_dict(cls, data)
 

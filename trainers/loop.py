@@ -258,13 +258,25 @@ def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
     return state, history
 
 
+def check_batches(num_samples: int, loop: LoopConfig, workers: int, what: str = "training samples") -> None:
+    """Before training starts: every worker must get at least one full batch (the embedding tasks drop
+    a last partial one), or the first epoch fails inside Ray Train, after its start-up, and retries."""
+    from trainers.config import ConfigError
+
+    per_worker = num_samples // max(workers, 1)
+    if per_worker < loop.batch_size:
+        raise ConfigError(f"train.batch_size={loop.batch_size} is larger than the {per_worker} {what} each of the "
+                          f"{workers} training worker(s) gets ({num_samples} in all): lower train.batch_size or "
+                          "scale.workers")
+
+
 def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, train_ds_fn, scale: ScaleConfig,
                    log=print, val_ds_fn=None, callbacks=None) -> tuple[dict, list[dict]]:
     """Train through `fit`, or reuse `out/model.pt` from a finished run of the same name (the name
     hashes the config and the data). An interrupted run with the same name resumes from its latest
     checkpoint. `train_ds_fn` / `val_ds_fn` build the datasets only when training runs; `val_ds_fn`:
     a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
-    Returns (state dict with 'model', training history)."""
+    Returns ({"model": state dict, "epoch": epochs trained}, training history)."""
     from datasets.atomic import atomic_path
 
     model_file = Path(out) / "model.pt"
@@ -280,6 +292,7 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     if result.error is not None:
         raise result.error
     state, history = load_checkpoint_state(result.checkpoint)
+    state = {"model": state["model"], "epoch": state["epoch"]}   # the optimizer stays in the checkpoints only
     with atomic_path(model_file) as tmp:
         torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
     return state, history

@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import signal
+import threading
 from typing import Callable, Optional
 
 
@@ -30,6 +32,11 @@ def init_ray(log=print) -> None:
     if ray.is_initialized():
         return
     ray.init(log_to_driver=True)
+    # Ray's core worker replaces the process's SIGTERM handler with one that dumps a stack and aborts:
+    # put back the Python handler in force (the workflows' stops the run as Ctrl-C does).
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
     where = os.environ.get("RAY_ADDRESS", "a local Ray instance")
     log(f"[ray] connected to {where}: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")

@@ -62,7 +62,7 @@ def plan_concurrency(cpus: float, gpus: float, workers: int, use_gpu: bool, tria
 
 
 def trial_overrides(target: SweepTarget, settings: SweepSettings, sampled: dict, cpu_budget: float,
-                    shared: list[str] = ()) -> list[str]:
+                    shared: list = ()) -> list:
     """Every override of one trial, weakest first: the target's, the space's fixed keys, the user's
     --set, what the target's `prepare` made for every trial, the concurrency plan's CPU budget, then
     the sampled values."""
@@ -71,13 +71,13 @@ def trial_overrides(target: SweepTarget, settings: SweepSettings, sampled: dict,
 
 
 def trial_config(target: SweepTarget, settings: SweepSettings, sampled: dict, cpu_budget: float,
-                 shared: list[str] = ()):
+                 shared: list = ()):
     return load_config(target.config_class, settings.config,
                        trial_overrides(target, settings, sampled, cpu_budget, shared))
 
 
 def run_trial(config: dict, *, target: SweepTarget, settings: SweepSettings, cpu_budget: float, out: str,
-              shared: list[str]) -> None:
+              shared: list) -> None:
     """The Tune trainable: one workflow run into OUT/trials/<trial id>, final metrics reported last."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback

@@ -38,6 +38,7 @@ from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
 DEFAULT_MODELS = (*AV_MODELS, *AUDIO_MODELS, "fusion_late")  # the embedding models need embedding.weights
+AV_USERS = (*AV_MODELS, "fusion_early", "fusion_late", "fusion_emb")   # the models that read action vectors
 
 
 @dataclasses.dataclass
@@ -111,6 +112,8 @@ def validate(cfg: ESC50Config) -> None:
         raise ConfigError(f"test_folds must be ESC-50 folds 1-5, got {cfg.test_folds}")
     if cfg.threshold not in range(1, 5):
         raise ConfigError(f"threshold must be a rating 1-4, got {cfg.threshold}")
+    common.require_positive(cfg, "audio.sample_rate", "audio.n_fft", "audio.hop", "audio.n_mels",
+                            "audio.samples_per_shard")
     if any(m in EMBEDDING_MODELS for m in cfg.models) and not cfg.embedding.weights:
         raise ConfigError(f"{', '.join(EMBEDDING_MODELS)} need embedding.weights: a model.pt of a logmel_cnn "
                           "run (e.g. OUT/logmel_cnn/fold1/model.pt, trained without the folds you test) or "
@@ -130,6 +133,10 @@ def validate(cfg: ESC50Config) -> None:
     common.checked(build_every_model)
 
 
+def uses_action_vectors(cfg: ESC50Config) -> bool:
+    return any(m in AV_USERS for m in cfg.models)
+
+
 def results_table(results: dict) -> str:
     lines = ["| model | aggregator | accuracy mean ± std (%) | per fold (%) |", "|---|---|---|---|"]
     for model, by_agg in results.items():
@@ -143,12 +150,13 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
     """The whole job; returns what it writes to metrics.json. (It reports once, at the end: no
     per-epoch callbacks are passed on.)"""
     from datasets.esc50.action_vectors import AGGREGATORS, action_vectors, agreement, pseudo_worker_notice
-    from datasets.esc50.meta import THREE_RATERS_FILE, clip_table, read_annotations, stem
+    from datasets.esc50.meta import OUTSIDE_META, THREE_RATERS_FILE, clip_table, read_annotations, stem
     from datasets.shards import manifest_digest, shard_paths
     from trainers.esc50.folds import train_and_summarize
     from trainers.resources import init_ray
 
     validate(cfg)
+    common.clear_stale_results(out, cfg, log)
     esc50 = Path(cfg.data.esc50) if cfg.data.esc50 else None
     audio = any(m in AUDIO_MODELS or m in EMBEDDING_MODELS for m in cfg.models)
     demo = audio and esc50 is None
@@ -161,7 +169,9 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
                               seed=cfg.demo.seed)
     clips, truth, class_names = clip_table(esc50)
     annotations = Path(cfg.data.annotations) if cfg.data.annotations else THREE_RATERS_FILE
-    ratings, summed = read_annotations(annotations, None if demo else clips)
+    # audio-only models (a user's own recordings in the ESC-50 layout, ESC-10...) need no annotations
+    ratings, summed = read_annotations(annotations, None if demo else clips) if uses_action_vectors(cfg) \
+        else (None, None)
     if demo and ratings is not None:  # the demo corpus is a subset of ESC-50: aggregate its clips only
         ratings = ratings[ratings["filename"].map(stem).isin(truth)]
     if summed is not None and cfg.aggregators != ["sum"]:
@@ -177,12 +187,15 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
     if notice:
         log(f"[esc50] {notice}")
     # shards hold every aggregator's vector; action-vector-only runs compute just the asked ones
-    wanted = list(AGGREGATORS) if audio and summed is None else cfg.aggregators
-    vectors = action_vectors(wanted, ratings, summed, cfg.threshold)
-    missing = sorted(set(truth) - set(vectors[cfg.aggregators[0]]))
-    if missing:
-        raise ConfigError(f"{annotations} has no annotation for {len(missing)} ESC-50 clip(s), e.g. {missing[0]}.wav: "
-                          "every clip needs one")
+    vectors = {}
+    if uses_action_vectors(cfg):
+        wanted = list(AGGREGATORS) if audio and summed is None else cfg.aggregators
+        vectors = action_vectors(wanted, ratings, summed, cfg.threshold)
+        missing = sorted(set(truth) - set(vectors[cfg.aggregators[0]]))
+        if missing:
+            raise ConfigError(f"{annotations} has no annotation for {len(missing)} ESC-50 clip(s), e.g. "
+                              f"{missing[0]}.wav: the models {', '.join(m for m in cfg.models if m in AV_USERS)} "
+                              "need every clip's action vector")
     init_ray(log)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -203,8 +216,10 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
     results = train_and_summarize(cfg, vectors, truth, paths, digests, class_names, out, log)
     report = {
         "workflow": "esc50_actions",
-        "data": {"esc50": str(esc50) if esc50 else None, "annotations": str(annotations), "demo": demo,
-                 "clips": len(truth)},
+        "data": {"esc50": str(esc50) if esc50 else None, "demo": demo, "clips": len(truth),
+                 "annotations": str(annotations) if uses_action_vectors(cfg) else None,
+                 "annotated_clips_outside_meta": next((f.attrs.get(OUTSIDE_META, 0) for f in (ratings, summed)
+                                                       if f is not None), 0)},
         "notice": notice,
         "fleiss_kappa": kappa,
         "results": results,
@@ -235,26 +250,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def overrides_of(args: argparse.Namespace) -> list:
+    """The command line's flags as config overrides (shorthand flags literal, then --set)."""
     from datasets.esc50.action_vectors import AGGREGATORS
 
-    args = parse_args(argv)
-    shorthand = []
-    if args.aggregator:
-        shorthand.append(f"aggregators=[{','.join(AGGREGATORS) if args.aggregator == 'all' else args.aggregator}]")
+    aggregators = list(AGGREGATORS) if args.aggregator == "all" else args.aggregator.split(",") if args.aggregator \
+        else None
     models = args.model.split(",") if args.model else None
     if args.fusion:
         fused = {"early": ["fusion_early"], "late": ["av_mlp", "logmel_cnn", "fusion_late"]}
         extra = fused["early"] + fused["late"] if args.fusion == "both" else fused[args.fusion]
         models = list(dict.fromkeys((models or []) + extra))
-    if models:
-        shorthand.append(f"models=[{','.join(models)}]")
-    if args.fold:
-        shorthand.append(f"test_folds=[{args.fold}]")
-    if args.embedding_weights:
-        shorthand.append(f"embedding.weights={args.embedding_weights}")
-    roots = common.root_overrides(**{"data.esc50": args.esc50, "data.annotations": args.annotations})
-    overrides = common.shorthand_overrides(args, roots + shorthand)
+    return common.shorthand_overrides(args, common.literal_overrides(**{
+        "data.esc50": args.esc50, "data.annotations": args.annotations, "aggregators": aggregators,
+        "models": models or None, "test_folds": common.int_list(args.fold, "fold") if args.fold else None,
+        "embedding.weights": args.embedding_weights}))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = overrides_of(args)
     return common.guarded(lambda: run(load_config(ESC50Config, args.config, overrides), args.out))
 
 

@@ -89,6 +89,7 @@ def validate(cfg: FaceConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
     from trainers.embedding import validate_head_config
 
+    common.require_positive(cfg, "data.image_size", "data.samples_per_shard", "data.shuffle_buffer", "model.embed_dim")
     common.checked(lambda: validate_head_config(cfg, make_task, "images per identity"))
 
 
@@ -119,11 +120,12 @@ def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
     from datasets.shards import shard_paths
     from trainers.embedding import scored_systems
     from trainers.face.task import extract_embeddings, face_dataset
-    from trainers.loop import train_or_reuse
+    from trainers.loop import check_batches, train_or_reuse
     from trainers.resources import init_ray
     from trainers.verification import TrialList, evaluate
 
     validate(cfg)
+    common.clear_stale_results(out, cfg, log)
     root = corpus_root(cfg, out, log)
     layout = find_face_layout(root, cfg.data.train_dir, cfg.data.test_dir, cfg.data.pairs)  # before OUT is created
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,7 @@ def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
     manifests, digests = common.verified_shards(shards, ("train", "test"))
     shard_time = time.perf_counter() - t0
 
+    check_batches(manifests["train"]["num_samples"], cfg.train, cfg.scale.workers, "training images")
     task = make_task(cfg, num_classes=len(manifests["train"]["classes"]))
     run_name = f"face-{config_hash(cfg)}-{digests['train'][:8]}"
     t0 = time.perf_counter()
@@ -180,14 +183,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def overrides_of(args: argparse.Namespace) -> list:
+    """The command line's flags as config overrides (shorthand flags literal, then --set)."""
+    return common.shorthand_overrides(args, common.literal_overrides(**{
+        "data.root": args.data, "model.backbone": args.backbone,
+        "head": {"name": args.head} if args.head else None,   # a new head drops the old one's keywords
+        "data.skip_bad": args.skip_bad or None}))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shorthand = [f"head={{name: {args.head}}}"] if args.head else []   # a new head drops the old one's kwargs
-    if args.backbone:
-        shorthand.append(f"model.backbone={args.backbone}")
-    if args.skip_bad:
-        shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.root": args.data}) + shorthand)
+    overrides = overrides_of(args)
     return common.guarded(lambda: run(load_config(FaceConfig, args.config, overrides), args.out))
 
 

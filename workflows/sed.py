@@ -104,6 +104,10 @@ def validate(cfg: SEDConfig) -> None:
         raise ConfigError("need data.n_fft >= data.hop >= 1 and data.n_mels >= 1")
     if cfg.scale.workers < 1:
         raise ConfigError("scale.workers must be >= 1")
+    common.require_positive(cfg, "data.sample_rate", "data.per_fold", "data.samples_per_shard", "data.shuffle_buffer",
+                            "eval.segment_s", "demo.per_fold")
+    if not 0 < cfg.eval.threshold < 1:
+        raise ConfigError(f"eval.threshold must be in (0, 1), got {cfg.eval.threshold}")
     if bool(cfg.data.tau) != bool(cfg.data.fsd):
         raise ConfigError("give both --tau and --fsd (data.tau and data.fsd: real corpora), or neither (the "
                           "generated demo)")
@@ -147,6 +151,7 @@ def run(cfg: SEDConfig, out: Path, *, log=print, callbacks=None) -> dict:
     from trainers.sed.folds import train_and_evaluate
 
     validate(cfg)
+    common.clear_stale_results(out, cfg, log)
     demo = not cfg.data.tau
     tau, fsd = demo_corpus(out, cfg.demo, cfg.data.sample_rate, log) if demo else (Path(cfg.data.tau),
                                                                                    Path(cfg.data.fsd))
@@ -184,13 +189,6 @@ def run(cfg: SEDConfig, out: Path, *, log=print, callbacks=None) -> dict:
     return common.write_report(out, cfg, report, results_table(table), f"{out}/snr*/<variant>/fold*/plots/", log)
 
 
-def _int_list(text: str, name: str) -> list:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --{name} takes comma-separated integers, got {text!r}") from None
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tau", type=Path, help="TAU Urban Acoustic Scenes 2019 development root (meta.csv, audio/)")
@@ -208,26 +206,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def overrides_of(args: argparse.Namespace) -> list:
+    """The command line's flags as config overrides (shorthand flags literal, then --set)."""
+    ablations = list(ABLATIONS) if args.ablations == "all" else args.ablations.split(",") if args.ablations else None
+    return common.shorthand_overrides(args, common.literal_overrides(**{
+        "data.tau": args.tau, "data.fsd": args.fsd,
+        "snrs": common.int_list(args.snr, "snr") if args.snr else None,
+        "test_folds": common.int_list(args.fold, "fold") if args.fold and args.fold != "all" else None,
+        "ablations": ablations, "model.pooling": args.pooling, "model.aux_decoder": False if args.no_aux else None,
+        "model.alpha": args.alpha, "data.skip_bad": args.skip_bad or None}))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shorthand = []
-    if args.snr:
-        shorthand.append(f"snrs={_int_list(args.snr, 'snr')}")
-    if args.fold and args.fold != "all":
-        shorthand.append(f"test_folds={_int_list(args.fold, 'fold')}")
-    if args.ablations:
-        shorthand.append(f"ablations=[{args.ablations}]" if args.ablations != "all"
-                         else f"ablations=[{','.join(ABLATIONS)}]")
-    if args.pooling:
-        shorthand.append(f"model.pooling={args.pooling}")
-    if args.no_aux:
-        shorthand.append("model.aux_decoder=false")
-    if args.alpha is not None:
-        shorthand.append(f"model.alpha={args.alpha}")
-    if args.skip_bad:
-        shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.tau": args.tau, "data.fsd": args.fsd})
-                                           + shorthand)
+    overrides = overrides_of(args)
 
     def job():
         cfg = load_config(SEDConfig, args.config, overrides)

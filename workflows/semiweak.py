@@ -100,6 +100,7 @@ def validate(cfg: SemiWeakConfig) -> None:
         raise ConfigError(f"method.stage2_init must be stage1 or scratch, got {cfg.method.stage2_init!r}")
     if not 0 <= cfg.data.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    common.require_positive(cfg, "width", "demo.per_train_batch", "demo.test_size")
     if min(cfg.data.max_train, cfg.data.max_test, cfg.bags.bags_per_shard - 1) < 0:
         raise ConfigError("data.max_train and data.max_test must be >= 0 and bags.bags_per_shard >= 1")
 
@@ -164,6 +165,7 @@ def run(cfg: SemiWeakConfig, out: Path, *, log=print, callbacks=None) -> dict:
     from trainers.semiweak.methods import train_and_evaluate
 
     validate(cfg)
+    common.clear_stale_results(out, cfg, log)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, out, log)
     channels, classes = splits["train"].images.shape[3], splits["train"].classes
@@ -216,18 +218,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def overrides_of(args: argparse.Namespace) -> list:
+    """The command line's flags as config overrides (shorthand flags literal, then --set)."""
+    kind, root = next(((kind, root) for kind, root in (("cifar10", args.cifar), ("mnist", args.mnist),
+                                                       ("fashion-mnist", args.fashion_mnist), ("svhn", args.svhn))
+                       if root), (None, None))
+    return common.shorthand_overrides(args, common.literal_overrides(**{
+        "data.kind": kind, "data.root": root, "bags.size": args.bag_size,
+        "methods": args.method.split(",") if args.method else None}))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shorthand = []
-    for kind, root in (("cifar10", args.cifar), ("mnist", args.mnist), ("fashion-mnist", args.fashion_mnist),
-                       ("svhn", args.svhn)):
-        if root:
-            shorthand += [f"data.kind={kind}", f"data.root={root}"]
-    if args.bag_size is not None:
-        shorthand.append(f"bags.size={args.bag_size}")
-    if args.method:
-        shorthand.append(f"methods=[{args.method}]")
-    overrides = common.shorthand_overrides(args, shorthand)
+    overrides = overrides_of(args)
     return common.guarded(lambda: run(load_config(SemiWeakConfig, args.config, overrides), args.out))
 
 

@@ -103,21 +103,27 @@ def validate(cfg: SpeakerConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
     from trainers.embedding import validate_head_config
 
+    common.require_positive(cfg, "data.sample_rate", "data.num_mel_bins", "data.num_frames", "data.samples_per_shard",
+                            "data.shuffle_buffer", "model.embed_dim")
     common.checked(lambda: validate_head_config(cfg, make_task, "utterances per speaker"))
 
 
 def corpus_root(cfg: SpeakerConfig, out: Path, log) -> Path:
-    """data.root, or the demo corpus (generated once per seed) when it is empty."""
+    """data.root, or the demo corpus (generated once per demo section, in a folder named by its hash, so
+    another demo section never meets this one's files) when it is empty."""
     from datasets.synthetic.speakers import generate_corpus
 
     if cfg.data.root:
         return Path(cfg.data.root)
     demo = cfg.demo
-    root = out / "data" / "voxceleb1-demo"
-    log(f"[data] demo corpus (VoxCeleb1 layout, generated once per seed) in {root}")
-    return generate_corpus(root, n_train_speakers=demo.n_train_speakers, n_test_speakers=demo.n_test_speakers,
-                           sessions_per_speaker=demo.sessions_per_speaker, utts_per_session=demo.utts_per_session,
-                           seed=demo.seed)
+    root = out / "data" / f"voxceleb1-demo-{config_hash(demo)[:8]}"
+    log(f"[data] demo corpus (VoxCeleb1 layout, generated once per demo section) in {root}")
+    try:
+        return generate_corpus(root, n_train_speakers=demo.n_train_speakers, n_test_speakers=demo.n_test_speakers,
+                               sessions_per_speaker=demo.sessions_per_speaker,
+                               utts_per_session=demo.utts_per_session, seed=demo.seed)
+    except ValueError as exc:  # infeasible demo.* parameters
+        raise ConfigError(f"demo corpus: {exc}") from exc
 
 
 def shard_corpus(cfg: SpeakerConfig, layout, root: Path, shards: Path) -> None:
@@ -137,12 +143,13 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     from datasets.shards import shard_paths
     from datasets.voxceleb.layout import find_layout
     from trainers.embedding import scored_systems
-    from trainers.loop import train_or_reuse
+    from trainers.loop import check_batches, train_or_reuse
     from trainers.resources import init_ray
     from trainers.speaker.task import extract_embeddings, feature_dataset
-    from trainers.verification import TrialList, evaluate
+    from trainers.verification import evaluate
 
     validate(cfg)
+    common.clear_stale_results(out, cfg, log)
     out.mkdir(parents=True, exist_ok=True)
     root = corpus_root(cfg, out, log)
     layout = find_layout(root)
@@ -159,12 +166,13 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     shard_corpus(cfg, layout, root, shards)
     manifests, digests = common.verified_shards(shards, ("train", "test"))
     shard_time = time.perf_counter() - t0
+    lists, dropped = trial_lists(layout, wanted, {s["key"] for s in manifests["test"]["skipped"]}, log)
 
     task = make_task(cfg, num_classes=len(manifests["train"]["classes"]))
     run_name = f"speaker-{config_hash(cfg)}-{digests['train'][:8]}"
     t0 = time.perf_counter()
     train_paths = shard_paths(shards / "train")
-    held_out, val = None, None
+    held_out, val, n_train = None, None, manifests["train"]["num_samples"]
     if cfg.data.val_speakers:
         n = len(manifests["train"]["classes"])
         if not 2 <= cfg.data.val_speakers < n:
@@ -173,8 +181,11 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
         held_out = frozenset(np.random.default_rng(cfg.train.seed).choice(n, cfg.data.val_speakers,
                                                                           replace=False).tolist())
         log(f"[data] {len(held_out)} training speakers held out for per-epoch validation (val_eer)")
+        names = {manifests["train"]["classes"][i] for i in held_out}
+        n_train -= sum(u.speaker in names for u in layout.train)
         # scored every epoch: materialized once, and only when training runs (not when reused)
         val = lambda: feature_dataset(train_paths, task.front, speakers=held_out).materialize()  # noqa: E731
+    check_batches(n_train, cfg.train, cfg.scale.workers, "training utterances")
     state, history = train_or_reuse(
         task, cfg.train, out, run_name,
         lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed, speakers=held_out,
@@ -184,15 +195,37 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     systems = scored_systems(task, state["model"], cfg.train.seed, untrained=cfg.eval.score_untrained)
     test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
-    lists = [TrialList(name, [t.enroll for t in layout.trials[name]], [t.test for t in layout.trials[name]],
-                       np.array([t.label for t in layout.trials[name]])) for name in wanted]
     results, curves = evaluate(systems, lambda enc: extract_embeddings(test_paths, task, enc,
                                                                        concurrency=cfg.scale.workers), lists)
     eval_time = time.perf_counter() - t0
 
     return common.verification_report(out, cfg, "speaker", root, (manifests, digests), results, curves, history,
                                       {"shards": shard_time, "train": train_time, "eval": eval_time},
-                                      f"DET: {cfg.model.encoder} + {cfg.head['name']}", log)
+                                      f"DET: {cfg.model.encoder} + {cfg.head['name']}", log,
+                                      extra={"dropped_trials": dropped})
+
+
+def trial_lists(layout, wanted: list[str], skipped: set[str], log) -> tuple[list, dict]:
+    """The trial lists to score, decided before training: trials naming a test utterance that the shard
+    build skipped (`--skip-bad`) are dropped and counted ({list: dropped}); a list left without both
+    target and non-target trials is refused, naming the skipped files."""
+    import numpy as np
+
+    from trainers.verification import TrialList
+
+    lists, dropped = [], {}
+    for name in wanted:
+        kept = [t for t in layout.trials[name] if t.enroll not in skipped and t.test not in skipped]
+        dropped[name] = len(layout.trials[name]) - len(kept)
+        if dropped[name]:
+            log(f"[data] {name}: {dropped[name]} of {len(layout.trials[name])} trials dropped: they name test "
+                f"utterances the shard build skipped ({', '.join(sorted(skipped))})")
+        if len({t.label for t in kept}) < 2:
+            raise ConfigError(f"{name}: no target and non-target trials left once the trials naming skipped test "
+                              f"utterances ({', '.join(sorted(skipped))}) are dropped; fix or remove those files")
+        lists.append(TrialList(name, [t.enroll for t in kept], [t.test for t in kept],
+                               np.array([t.label for t in kept])))
+    return lists, dropped
 
 
 def compare_heads(cfg: SpeakerConfig, out: Path, heads: list[str], log=print) -> dict:
@@ -238,14 +271,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def overrides_of(args: argparse.Namespace) -> list:
+    """The command line's flags as config overrides (shorthand flags literal, then --set)."""
+    return common.shorthand_overrides(args, common.literal_overrides(**{
+        "data.root": args.data, "model.encoder": args.encoder,
+        "head": {"name": args.head} if args.head else None,   # a new head drops the old one's keywords
+        "data.skip_bad": args.skip_bad or None}))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shorthand = [f"head={{name: {args.head}}}"] if args.head else []   # a new head drops the old one's kwargs
-    if args.encoder:
-        shorthand.append(f"model.encoder={args.encoder}")
-    if args.skip_bad:
-        shorthand.append("data.skip_bad=true")
-    overrides = common.shorthand_overrides(args, common.root_overrides(**{"data.root": args.data}) + shorthand)
+    overrides = overrides_of(args)
     if args.compare_heads:
         from trainers.heads import canonical_heads
 
@@ -265,14 +301,14 @@ def _final(report: dict) -> dict:
             "test_min_dcf_0.01": trained["min_dcf_0.01"]}
 
 
-def _shared_shards(cfg: SpeakerConfig, out: Path, log) -> list[str]:
+def _shared_shards(cfg: SpeakerConfig, out: Path, log) -> list[tuple]:
     """The corpus (the demo one, generated, when data.root is empty) and its shards, once for every
     trial: trials that built them each would race on the same files."""
     from datasets.voxceleb.layout import find_layout
 
     root = corpus_root(cfg, out, log)
     shard_corpus(cfg, find_layout(root), root, out / "shards")
-    return [f"data.root={root}", f"data.shards={out / 'shards'}", "eval.score_untrained=false"]
+    return [("data.root", str(root)), ("data.shards", str(out / "shards")), ("eval.score_untrained", False)]
 
 
 def _epochs(cfg: SpeakerConfig) -> int:

@@ -98,7 +98,7 @@ def settings_of(args: argparse.Namespace):
         if target.data_key is None:
             raise ConfigError(f"{args.workflow} reads several data roots: give them with --set (e.g. --set "
                               "data.tau=... --set data.fsd=...)")
-        roots = [f"{target.data_key}={Path(args.data).resolve()}"]
+        roots = [(target.data_key, str(Path(args.data).resolve()))]   # a path, never YAML
     return SweepSettings(args.workflow, space, args.trials, scheduler=scheduler, seed=args.seed,
                          max_concurrent=args.max_concurrent, grace_period=args.grace_period, config=args.config,
                          set=roots + list(args.set))

@@ -127,18 +127,22 @@ def _meta_index(meta: Iterable[ESC50Clip] | None) -> dict[str, ESC50Clip] | None
     return None if meta is None else {c.filename: c for c in meta}
 
 
-def _check_meta(path: Path, line: int, name: str, index: dict[str, ESC50Clip] | None, **fields) -> None:
-    """The annotated file exists in ESC-50's meta and agrees with it on `fields`."""
+OUTSIDE_META = "outside_meta"   # frame.attrs: the annotated clips that are not in the meta (ignored)
+
+
+def _in_meta(path: Path, line: int, name: str, index: dict[str, ESC50Clip] | None, **fields) -> bool:
+    """False for a file the meta does not list (a corpus may hold a subset of ESC-50, e.g. ESC-10: its
+    rows are ignored and counted); a listed one must agree with the meta on `fields`."""
     if index is None:
-        return
+        return True
     clip = index.get(name)
     if clip is None:
-        raise LayoutError(f"{path} line {line}: {name} is not in ESC-50's meta/esc50.csv: the annotations "
-                          "belong to another version of ESC-50 or the row is wrong; fix or delete the row")
+        return False
     for field, value in fields.items():
         if getattr(clip, field) != value:
             raise LayoutError(f"{path} line {line}: {name} has {field} {value!r} here but "
                               f"{getattr(clip, field)!r} in ESC-50's meta/esc50.csv: fix the row")
+    return True
 
 
 def _ratings(path: Path, line: int, row: dict) -> list[int]:
@@ -149,10 +153,12 @@ def read_three_raters(path: str | Path, meta: Iterable[ESC50Clip] | None = None)
     """The three-raters file -> ratings frame; raters are pseudo-workers r1, r2, r3 (row order
     within each file), flagged by `ratings.attrs[PSEUDO_WORKERS]`."""
     path, index = Path(path), _meta_index(meta)
-    records, first_line, seen = [], {}, {}
+    records, first_line, seen, outside = [], {}, {}, set()
     for line, row in _rows(path, THREE_RATERS_COLUMNS):
         name = row["filename"]
-        _check_meta(path, line, name, index, category=row["category"])
+        if not _in_meta(path, line, name, index, category=row["category"]):
+            outside.add(name)
+            continue
         if seen.get(name) == RATERS:
             raise LayoutError(f"{path} line {line}: {name} has more than {RATERS} rows (the first at line "
                               f"{first_line[name]}); the format has exactly {RATERS} raters per file: "
@@ -166,13 +172,14 @@ def read_three_raters(path: str | Path, meta: Iterable[ESC50Clip] | None = None)
                           f"exactly {RATERS} raters per file: add the missing rows or delete the file's rows")
     ratings = pd.DataFrame(records, columns=["filename", "rater", *ACTIONS])
     ratings.attrs[PSEUDO_WORKERS] = True
+    ratings.attrs[OUTSIDE_META] = len(outside)
     return ratings
 
 
 def read_sum(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.DataFrame:
     """The summed file -> frame filename, fold, target, category, *ACTIONS (float sums 0-12)."""
     path, index = Path(path), _meta_index(meta)
-    records, lines = [], {}
+    records, lines, outside = [], {}, set()
     for line, row in _rows(path, SUM_COLUMNS):
         name = row["filename"]
         if name in lines:
@@ -181,10 +188,14 @@ def read_sum(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.Da
         lines[name] = line
         fold = _whole(path, line, "fold", row["fold"], FOLDS, "one of ESC-50's official folds")
         target = _whole(path, line, "target", row["target"], TARGETS, "an ESC-50 class index")
-        _check_meta(path, line, name, index, fold=fold, target=target, category=row["category"])
+        if not _in_meta(path, line, name, index, fold=fold, target=target, category=row["category"]):
+            outside.add(name)
+            continue
         sums = [float(_whole(path, line, a, row[a], SUMS, f"a sum of {RATERS} ratings")) for a in ACTIONS]
         records.append((name, fold, target, row["category"], *sums))
-    return pd.DataFrame(records, columns=list(SUM_COLUMNS))
+    frame = pd.DataFrame(records, columns=list(SUM_COLUMNS))
+    frame.attrs[OUTSIDE_META] = len(outside)
+    return frame
 
 
 def read_crowd(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.DataFrame:
@@ -192,6 +203,7 @@ def read_crowd(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.
     path, index = Path(path), _meta_index(meta)
     ratings: dict[tuple[str, str], dict[str, int]] = {}
     lines: dict[tuple[str, str, str], int] = {}
+    outside = set()
     for line, row in _rows(path, CROWD_COLUMNS):
         task, worker, action = row["task"], row["worker"], row["action"]
         if action not in ACTIONS:
@@ -199,7 +211,9 @@ def read_crowd(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.
         if (task, worker, action) in lines:
             raise LayoutError(f"{path} line {line}: worker {worker!r} rated {action!r} of {task} twice (also at "
                               f"line {lines[task, worker, action]}): keep one row")
-        _check_meta(path, line, task, index)
+        if not _in_meta(path, line, task, index):
+            outside.add(task)
+            continue
         lines[task, worker, action] = line
         ratings.setdefault((task, worker), {})[action] = _whole(path, line, "label", row["label"], RATINGS, "a rating")
     for (task, worker), rated in ratings.items():
@@ -209,8 +223,10 @@ def read_crowd(path: str | Path, meta: Iterable[ESC50Clip] | None = None) -> pd.
             raise LayoutError(f"{path} line {first}: worker {worker!r} rated {task} but not action(s) "
                               f"{', '.join(missing)}; each (task, worker) rates all {len(ACTIONS)} actions: "
                               "add the rows or delete the pair's rows")
-    return pd.DataFrame([(t, w, *(r[a] for a in ACTIONS)) for (t, w), r in ratings.items()],
-                        columns=["filename", "rater", *ACTIONS])
+    frame = pd.DataFrame([(t, w, *(r[a] for a in ACTIONS)) for (t, w), r in ratings.items()],
+                         columns=["filename", "rater", *ACTIONS])
+    frame.attrs[OUTSIDE_META] = len(outside)
+    return frame
 
 
 def read_annotations(path: Path, meta):

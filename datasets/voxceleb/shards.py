@@ -4,14 +4,21 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from datasets.audio import encode_wav, load_audio
+from datasets.audio import AudioError, encode_wav, load_audio
 from datasets.shards import build_shards
 from datasets.voxceleb.layout import Utterance, VoxCelebLayout
+
+# One 25 ms analysis frame of the speaker front end (kaldi fbank, WeSpeaker's): audio shorter than that has no
+# feature frame, so it is refused here, naming the file, instead of failing inside training.
+MIN_DURATION_S = 0.025
 
 
 def decode_utterance(item: dict, sample_rate: int) -> dict:
     """One shard sample: 16-bit mono wav at `sample_rate`, speaker id, class index, provenance."""
     samples, info = load_audio(item["path"], sample_rate)
+    if len(samples) < MIN_DURATION_S * sample_rate:
+        raise AudioError(f"{item['path']} is {1000 * len(samples) / sample_rate:.1f} ms long, shorter than one "
+                         f"{1000 * MIN_DURATION_S:.0f} ms feature frame")
     return {"wav": encode_wav(samples, sample_rate), "spk": item["speaker"], "cls": str(item["label"]),
             "json": {"source": item["rel"], "speaker": item["speaker"], **info}}
 

@@ -75,8 +75,9 @@ def to_model_input(batch: dict, front: LogMel, aggregator: str, folds: list[int]
         meta = json_member(meta)
         if folds is not None and meta["fold"] not in folds:
             continue
+        # an audio-only run's shards hold no action vectors (its models read none)
         rows.append((key, front.logmel_of_wav(key, wav), int(cls),
-                     np.asarray(meta["av"][aggregator], dtype=np.float32)))
+                     np.asarray(meta["av"].get(aggregator, []), dtype=np.float32)))
     if not rows:
         return {"key": np.array([], dtype=object), "logmel": np.zeros((0, 0, front.n_mels), np.float32),
                 "label": np.zeros(0, np.int64), "av": np.zeros((0, 0), np.float32)}
@@ -163,9 +164,13 @@ def load_extractor(kind: str, weights: str) -> nn.Module:
         raise ValueError(f"unknown embedding extractor {kind!r}; choose one of: {', '.join(EXTRACTORS)}")
     try:
         saved = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"cannot load embedding weights {weights}: {first}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot load embedding weights {weights}: {exc.strerror or exc}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError):
+        # torch's own message suggests weights_only=False, which would run code from the file: never
+        raise ValueError(f"cannot load embedding weights {weights}: it is not a plain state dict (tensors only, "
+                         "as torch.save of a state dict or a model.pt of this project writes); nothing in it was "
+                         "run") from None
     if not isinstance(saved, dict):
         raise ValueError(f"{weights} holds a {type(saved).__name__}, not a state dict")
     state = saved["state"]["model"] if "state" in saved else saved   # model.pt of a run, or a state dict

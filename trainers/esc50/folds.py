@@ -6,11 +6,20 @@ embedding, scale and test_folds), read by attribute: trainers never import workf
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
+
 from trainers.config import config_hash, to_dict
+from trainers.esc50.audio import ClipEmbeddings, SoundTask, predict, sound_dataset
+from trainers.esc50.vectors import VectorTask, confusion_matrix, predict_proba
+from trainers.features import LogMel
+from trainers.inference import embed_dataset
 from trainers.loop import train_or_reuse
-from trainers.resources import in_parallel
+from trainers.plots import plot_confusion
+from trainers.resources import in_parallel, parallel_runs_scale
 
 AV_MODELS = {"av_logreg": "logreg", "av_mlp": "mlp"}
 EMBEDDING_MODELS = {"emb_mlp": "mlp", "fusion_emb": "mlp"}     # on audio embeddings (fusion_emb: + vector)
@@ -22,11 +31,6 @@ NO_AV = "-"   # the aggregator column of models that do not use action vectors
 
 def rows_digest(rows: list[dict]) -> str:
     """What the action-vector models train on, as a hash (decides whether a saved model is reused)."""
-    import hashlib
-    import json
-
-    import numpy as np
-
     h = hashlib.sha256(np.stack([r["x"] for r in rows]).tobytes())
     h.update(json.dumps([(r["key"], r["label"], r["fold"]) for r in rows]).encode())
     return h.hexdigest()
@@ -35,10 +39,7 @@ def rows_digest(rows: list[dict]) -> str:
 def train_av_fold(cfg, model: str, fold: int, rows: list[dict], num_classes: int, tag: list,
                   run_dir: Path, scale, log) -> dict:
     """Train a vector model on every fold but `fold`; {probs: {stem: (label, p)}, history}."""
-    import numpy as np
     import ray
-
-    from trainers.esc50.vectors import VectorTask, predict_proba
 
     train = [r for r in rows if r["fold"] != fold]
     test = [r for r in rows if r["fold"] == fold]
@@ -47,8 +48,8 @@ def train_av_fold(cfg, model: str, fold: int, rows: list[dict], num_classes: int
                       cfg.train.batch_size, cfg.model.hidden, cfg.model.dropout, seed=cfg.train.seed)
     run_name = f"esc50-{model}-{config_hash([to_dict(cfg.train), to_dict(cfg.model), tag])}-test{fold}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    state, history = train_or_reuse(task, cfg.train, run_dir, run_name,
-                                           lambda: ray.data.from_items(train), scale, log)
+    state, history = train_or_reuse(task, cfg.train, run_dir, run_name, lambda: ray.data.from_items(train), scale,
+                                    log)
     probs = predict_proba(task, state["model"], np.stack([r["x"] for r in test]))
     return {"probs": {r["key"]: (r["label"], p) for r, p in zip(test, probs)}, "history": history}
 
@@ -56,12 +57,7 @@ def train_av_fold(cfg, model: str, fold: int, rows: list[dict], num_classes: int
 def train_audio_fold(cfg, model: str, aggregator: str, fold: int, paths: dict[int, list[str]],
                      vectors: dict, truth: dict, num_classes: int, tag: list, run_dir: Path, scale, log) -> dict:
     """Train the log-mel CNN (fusion_early: with the action vector) on every fold but `fold`;
-    {task, state, history, front, aggregator} for `predict_audio_fold`."""
-    import numpy as np
-
-    from trainers.esc50.audio import SoundTask, sound_dataset
-    from trainers.features import LogMel
-
+    {task, state, history, front, aggregator} for `audio_runs`."""
     a = cfg.audio
     front = LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels)
     train_folds = [f for f in paths if f != fold]
@@ -86,8 +82,6 @@ def audio_runs(cfg, train_one, paths: dict[int, list[str]]) -> dict[int, dict]:
     """Train every held-out fold's model together (train_one(fold)), then predict each held-out fold
     in turn: prediction actors started while other folds still train would take the CPUs their
     data tasks need."""
-    from trainers.esc50.audio import predict, sound_dataset
-
     trained = in_parallel(train_one, cfg.test_folds)
     return {f: {"probs": predict(sound_dataset(paths[f], t["front"], t["aggregator"], None), t["task"], t["state"],
                                  len(paths[f]), concurrency=cfg.scale.workers), "history": t["history"]}
@@ -97,8 +91,6 @@ def audio_runs(cfg, train_one, paths: dict[int, list[str]]) -> dict[int, dict]:
 def vector_runs(cfg, model: str, agg: str, x_of, truth: dict, num_classes: int, out: Path, scale,
                 log) -> dict[int, dict]:
     """A vector model (x_of(stem, aggregator) -> input vector) on every held-out fold, in parallel."""
-    import numpy as np
-
     rows = [{"key": k, "x": np.asarray(x_of(k, agg), dtype=np.float32), "label": t, "fold": fold}
             for k, (t, fold) in sorted(truth.items())]
     tag = [agg, rows_digest(rows)]
@@ -108,10 +100,6 @@ def vector_runs(cfg, model: str, agg: str, x_of, truth: dict, num_classes: int, 
 
 def summarize(per_fold: dict[int, dict], num_classes: int) -> tuple[dict, object]:
     """Accuracy per fold, mean and std, and the confusion matrix pooled over the folds."""
-    import numpy as np
-
-    from trainers.esc50.vectors import confusion_matrix
-
     acc, matrix = {}, np.zeros((num_classes, num_classes), dtype=np.int64)
     for f, r in per_fold.items():
         labels = np.array([lab for lab, _ in r["probs"].values()])
@@ -124,10 +112,6 @@ def summarize(per_fold: dict[int, dict], num_classes: int) -> tuple[dict, object
 
 def clip_embeddings(cfg, paths: dict[int, list[str]]) -> dict:
     """{stem: embedding} of every clip by the pluggable extractor (Ray Data batch inference)."""
-    from trainers.esc50.audio import ClipEmbeddings, sound_dataset
-    from trainers.features import LogMel
-    from trainers.inference import embed_dataset
-
     a = cfg.audio
     every = [p for f in sorted(paths) for p in paths[f]]
     return embed_dataset(sound_dataset(every, LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels), "sum", None),
@@ -148,11 +132,6 @@ def train_and_summarize(cfg, vectors: dict, truth: dict, paths: dict[int, list[s
     held-out fold; {model: {aggregator: summary with per-fold accuracy, mean, std, confusion PNG}}.
     `vectors`: {aggregator: {stem: vector}}; `truth`: {stem: (target, fold)}; `paths`: audio shards
     per fold (empty without audio models); `digests`: their manifests' digests."""
-    import numpy as np
-
-    from trainers.plots import plot_confusion
-    from trainers.resources import parallel_runs_scale
-
     scale = parallel_runs_scale(cfg.scale, len(cfg.test_folds), log)
     n = len(class_names)
     runs: dict[tuple[str, str], dict] = {}

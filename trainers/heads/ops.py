@@ -13,8 +13,9 @@ def number(name: str, value, low: float, high: float = math.inf, low_open=False)
         v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    ok = (v > low if low_open else v >= low) and v <= high and math.isfinite(v)
-    if not ok:
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not ((v > low if low_open else v >= low) and v <= high):
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value!r}")
     return v
