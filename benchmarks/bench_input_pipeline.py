@@ -40,12 +40,13 @@ TARGET = 0.95
 
 
 def start_ray(data_cpus: float | None, num_cpus: int = 2) -> None:
-    import ray
     from ray.data import DataContext, ExecutionResources
 
-    # address="local": always a fresh local Ray, even if RAY_ADDRESS is set or `ray start` ran here
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    from trainers import local_ray
+
+    # always a fresh local Ray of its own, even if RAY_ADDRESS is set or another Ray runs here
+    local_ray.start(env_vars={"PYTHONPATH": str(ROOT)}, num_cpus=num_cpus, include_dashboard=False,
+                    log_to_driver=False)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     if data_cpus is not None:
@@ -147,7 +148,7 @@ def main() -> None:
     if args.quick:
         args.train_speakers, args.epochs = 8, 2
 
-    import ray
+    from trainers import local_ray
 
     torch.set_num_threads(args.torch_threads)
     work = Path(tempfile.mkdtemp(prefix="bench-input-"))
@@ -226,7 +227,7 @@ def main() -> None:
               f"whole epoch {diag['plain'][1]:.2f} s; shuffle buffer {task.shuffle_buffer}: first batch "
               f"{diag['shuffle'][0]:.2f} s, whole epoch {diag['shuffle'][1]:.2f} s.")
     finally:
-        ray.shutdown()
+        local_ray.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

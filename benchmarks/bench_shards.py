@@ -196,6 +196,8 @@ def main() -> None:
     import ray
     import torch
 
+    from trainers import local_ray
+
     work = Path(tempfile.mkdtemp(prefix="bench-shards-"))
     try:
         t0 = time.perf_counter()
@@ -206,9 +208,9 @@ def main() -> None:
               f"generated in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
-        # address="local": always a fresh local Ray, even if RAY_ADDRESS is set or `ray start` ran here
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        # always a fresh local Ray of its own, even if RAY_ADDRESS is set or another Ray runs here
+        local_ray.start(env_vars={"PYTHONPATH": str(ROOT)}, num_cpus=2, include_dashboard=False,
+                        log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         build_with_ray(items[:4], work / "warmup", samples_per_shard=2)  # workers import torch/torchaudio before timing
@@ -288,7 +290,7 @@ def main() -> None:
             print("WARNING: the two builds wrote different wav bytes")
     finally:
         if ray.is_initialized():
-            ray.shutdown()
+            local_ray.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

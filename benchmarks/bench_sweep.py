@@ -35,14 +35,13 @@ def main() -> int:
     if args.quick:
         args.trials, args.epochs, args.train_speakers = 2, 2, 12
 
-    import ray
-
+    from trainers import local_ray
     from tuning.report import trial_rows
     from tuning.spaces import load_space
     from tuning.tuner import SweepSettings, sweep
 
     # with the dashboard: Ray Train frees the resources of the trials ASHA stops through the state API
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    local_ray.start(num_cpus=2, include_dashboard=True, log_to_driver=False)
     space = load_space("arcface")
     fixed = [f"train.epochs={args.epochs}", f"demo.n_train_speakers={args.train_speakers}", "demo.n_test_speakers=4",
              "margin.start_epoch=0", "margin.fix_epoch=1"]
@@ -55,7 +54,7 @@ def main() -> int:
         measured[scheduler] = {"trial_epochs": sum(r["epochs"] for r in rows),
                                "best": min(r["metric"] for r in rows if r["metric"] is not None),
                                "configs": sorted((round(r["head.m"], 6), r["head.s"]) for r in rows)}
-    ray.shutdown()
+    local_ray.stop()
     asha, fifo = measured["asha"], measured["fifo"]
     ratio = asha["trial_epochs"] / fifo["trial_epochs"]
     same = abs(asha["best"] - fifo["best"]) <= args.noise

@@ -111,7 +111,7 @@ def main() -> None:
     if args.quick:
         args.train_speakers, args.epochs, args.rounds = 6, 2, 1
 
-    import ray
+    from trainers import local_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
@@ -171,7 +171,7 @@ def main() -> None:
               f"{min(r['total'] - sum(r['epochs']) for r in runs['ray']):.2f} s (worker start-up, dataset planning, "
               "per-epoch report + checkpoint, run teardown).")
     finally:
-        ray.shutdown()
+        local_ray.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,11 +13,14 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, make_parent: bool = True) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix, so writers that look at it still work);
-    renamed to `path` when the block succeeds, removed when it raises."""
+    renamed to `path` when the block succeeds, removed when it raises. `make_parent=False`: a missing
+    folder is an error (a shard write task must fail once its build's staging folder is discarded,
+    not recreate it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         yield tmp
@@ -26,8 +29,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, make_parent: bool = True) -> None:
+    with atomic_path(path, make_parent) as tmp:
         tmp.write_bytes(data)
 
 

@@ -81,7 +81,7 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> tuple[int, int, 
                 tar.addfile(info, io.BytesIO(data))
             count += 1
     data = buf.getvalue()
-    write_bytes(path, data)
+    write_bytes(path, data, make_parent=False)   # into a build's staging folder, which exists unless discarded
     return count, len(data), hashlib.sha256(data).hexdigest()
 
 
@@ -238,6 +238,18 @@ def manifest_digest(out_dir: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- build
 
+def discard(staging: Path) -> None:
+    """Remove a staging folder that write tasks may still be writing into (after Ctrl-C they can outlive
+    the driver's build). Renamed first, atomically: a late task can then no longer create a file under
+    the old name (its write fails), so no full tar reappears in a folder being removed."""
+    gone = staging.with_name(f"{staging.name}.discarded")
+    try:
+        os.rename(staging, gone)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def build_shards(
     items: Sequence[dict],
     out_dir: str | os.PathLike,
@@ -293,7 +305,7 @@ def build_shards(
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".staging-*"):   # an interrupted build's (its write tasks may have outlived it)
         log(f"[shards] {corpus}/{split}: removing {stale}, left by an interrupted build")
-        shutil.rmtree(stale, ignore_errors=True)
+        discard(stale)
     staging = out_dir / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
@@ -324,7 +336,7 @@ def build_shards(
         for r in results:
             os.replace(staging / r["name"], out_dir / r["name"])
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
 
     manifest = {
         "schema_version": SCHEMA_VERSION,

@@ -1,5 +1,12 @@
-"""Shared fixtures: one real local Ray instance per test module (started here, not mocked)."""
+"""Shared fixtures: one real local Ray instance per test module (started here, not mocked), and an
+unrelated Ray instance beside a test's own (what another user's run on the same host is)."""
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 
 import pytest
 
@@ -15,11 +22,94 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 def ray_local():
     import ray
 
+    from trainers import local_ray
+
     if not ray.is_initialized():
         # workers must import helpers defined in test modules (pickled by reference)
         tests, root = (os.path.dirname(os.path.abspath(__file__)),
                        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests, root])}})
+        local_ray.start(env_vars={"PYTHONPATH": os.pathsep.join([tests, root])},
+                        num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    local_ray.stop()
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (every descendant inherits it, whatever its session)."""
+    found = []
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(pid)
+        except OSError:   # gone, or not ours to read
+            continue
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def listening_addresses(pids: list[int]) -> dict[str, int]:
+    """{host:port: pid} of every TCP socket the processes listen on (from /proc/net/tcp{,6} and their fds)."""
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.read().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A":   # LISTEN
+                    listening[fields[9]] = fields[1]
+    found = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            inode = link[len("socket:["):-1] if link.startswith("socket:[") else None
+            if inode in listening:
+                found[_address(listening[inode])] = pid
+    return found
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's little-endian hex "0100007F:1F90" -> "127.0.0.1:8080" (IPv4-mapped v6 too)."""
+    import ipaddress
+
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(raw)
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    return f"{ip}:{int(port, 16)}"
+
+
+def kill_marked(marker: str) -> None:
+    for pid in processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def unrelated_ray():
+    """Another Ray instance on this host for the length of a test, started the plain way (`ray.init()` in
+    someone else's script, 1 CPU, with a dashboard); yields a function telling whether it is still up."""
+    marker = f"OPENSET_NEIGHBOUR_RAY={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env[marker.split("=")[0]] = marker.split("=")[1]
+    script = "import ray, time; ray.init(num_cpus=1); print('up', flush=True); time.sleep(7200)"
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "up", "the unrelated Ray instance did not start"
+        yield lambda: proc.poll() is None and any("gcs_server" in cmdline(p) for p in processes_with(marker))
+    finally:
+        proc.kill()
+        time.sleep(1)
+        kill_marked(marker)

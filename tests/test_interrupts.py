@@ -1,6 +1,8 @@
 """SIGTERM (what schedulers and `timeout` send) stops a workflow as Ctrl-C does: one `error:` line, exit code
 130, the local Ray it started shut down with every one of its processes (raylet, GCS, dashboard, agents,
-workers), and a rerun of the same command resumes from the last checkpoint."""
+workers), and a rerun of the same command resumes from the last checkpoint. While it runs, that local Ray
+listens on 127.0.0.1 only (metrics ports included); its temp dir is kept for its logs after the interrupt
+and removed when the rerun starts, and the rerun's own is removed when it ends well."""
 import json
 import os
 import signal
@@ -12,23 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import cmdline, kill_marked, listening_addresses, processes_with
+
+from trainers.local_ray import temp_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def processes_with(marker: str) -> list[int]:
-    """Live processes whose environment holds `marker` (every descendant inherits it, whatever its session)."""
-    found = []
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(pid)
-        except OSError:   # gone, or not ours to read
-            continue
-    return found
 
 
 def test_sigterm_stops_the_run_and_its_ray_and_a_rerun_resumes(tmp_path):
@@ -47,6 +39,11 @@ def test_sigterm_stops_the_run_and_its_ray_and_a_rerun_resumes(tmp_path):
     while time.time() < deadline and run.poll() is None and not any("[train] epoch 3/20" in x for x in lines):
         time.sleep(0.2)
     assert run.poll() is None, "".join(lines)[-3000:]
+    ports = listening_addresses(processes_with(marker))
+    # all of Ray's listen on loopback; torch.distributed's rendezvous store, which Ray Train's rank 0 opens for
+    # DDP while training, binds every interface (torch has no bind address for it): one port, the only one
+    wide = {a: cmdline(pid) for a, pid in ports.items() if not a.startswith("127.0.0.1:")}
+    assert len(ports) > 5 and len(wide) <= 1 and all("RayTrainWorker" in c for c in wide.values()), wide
     run.send_signal(signal.SIGTERM)
     code = run.wait(timeout=300)
     reader.join(timeout=10)
@@ -54,15 +51,18 @@ def test_sigterm_stops_the_run_and_its_ray_and_a_rerun_resumes(tmp_path):
     try:
         assert code == 130, output[-3000:]
         assert "error: interrupted; rerun the same command to resume" in output and "Fatal Python error" not in output
+        kept = temp_root() / str(run.pid)
+        assert f"Ray's logs of this run: {kept}" in output and (kept / "session_latest" / "logs").is_dir()
         deadline = time.time() + 60   # Ray's own processes exit on their own once the driver shut them down
         while time.time() < deadline and processes_with(marker):
             time.sleep(1)
-        assert not processes_with(marker), [open(f"/proc/{p}/cmdline").read() for p in processes_with(marker)]
+        assert not processes_with(marker), [cmdline(p) for p in processes_with(marker)]
     finally:
-        for pid in processes_with(marker):   # never leave them to the rest of the suite
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)   # never leave them to the rest of the suite
 
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not kept.exists() and "Ray's logs" not in again.stderr
+    assert not [d for d in temp_root().glob("*") if not Path("/proc", d.name).exists()], "a dead run's temp dir"
     history = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 21)) and max(h["resumed_from_epoch"] for h in history) >= 1

@@ -7,7 +7,16 @@ import tarfile
 import numpy as np
 import pytest
 
-from datasets.shards import MANIFEST, ShardError, build_shards, read_manifest, shard_paths, verify_shards
+from datasets.shards import (
+    MANIFEST,
+    ShardError,
+    build_shards,
+    discard,
+    read_manifest,
+    shard_paths,
+    verify_shards,
+    write_tar,
+)
 
 
 def toy_decode(item, fail_on=()):
@@ -83,6 +92,37 @@ def test_an_interrupted_builds_staging_is_removed_by_the_next_build(ray_local, t
     build(toy_items(tmp_path), tmp_path / "out")
     assert not list((tmp_path / "out").glob(".staging-*"))
     assert len(list((tmp_path / "out").glob("toy-train-*.tar"))) == 5
+
+
+def test_discarding_staging_wins_against_a_write_task_still_running(tmp_path):
+    """The driver's cleanup after Ctrl-C raced write tasks that outlived it: a tar created while the folder
+    was being emptied kept it alive, full. However the writer is timed, nothing remains."""
+    import threading
+
+    for attempt in range(20):
+        staging = tmp_path / f".staging-{attempt:08x}"
+        staging.mkdir()
+        for i in range(200):
+            (staging / f"toy-train-{i:06d}.tar").write_bytes(b"\0" * 512)
+        stop = threading.Event()
+
+        def late_writer():   # a write task: one tar after another into the staging folder
+            i = 1000
+            while not stop.is_set():
+                try:
+                    write_tar(staging / f"toy-train-{i:06d}.tar", [{"__key__": f"k{i}", "txt": "x"}])
+                except OSError:   # its folder is gone: the task fails, as it should
+                    pass
+                i += 1
+
+        writer = threading.Thread(target=late_writer)
+        writer.start()
+        try:
+            discard(staging)
+        finally:
+            stop.set()
+            writer.join()
+        assert not list(tmp_path.glob(f".staging-{attempt:08x}*")), f"attempt {attempt}: a staging folder survived"
 
 
 def test_changed_source_triggers_rebuild(ray_local, tmp_path):

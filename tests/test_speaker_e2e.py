@@ -35,6 +35,7 @@ def test_outputs_and_provenance(demo_run):
     assert saved["config"]["scale"]["workers"] == 2
     model = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert set(model["state"]) == {"model", "epoch"}   # the optimizer stays in the checkpoints (resume) only
+    assert model["run_name"] and not (out / "checkpoints" / model["run_name"]).exists()   # finished: pruned
     resolved = load_config(SpeakerConfig, out / "config.yaml")   # the face workflow writes the same
     assert resolved.head == {"name": "arcface", "s": 32.0, "m": 0.2, "detach_margin": False}
     assert dataclasses.replace(resolved, head=cfg.head) == cfg and saved["config"]["head"] == resolved.head

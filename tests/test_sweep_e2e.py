@@ -1,16 +1,22 @@
-"""A Tune sweep (Optuna + ASHA, Train V2 runs inside the trials) on this 2-CPU machine, interrupted
-with Ctrl-C after its first trial and resumed with the same command: it finishes without rerunning
-the finished trial, and leaves the table, the best config, the PNGs and the Optuna study."""
+"""A Tune sweep (Optuna + ASHA, Train V2 runs inside the trials) on this 2-CPU machine, beside an unrelated
+Ray instance (another user's), stopped with SIGTERM (a scheduler's; handled as Ctrl-C) after its first
+trial, then resumed with the same command. The stopped sweep exits 130 and leaves no process behind; the
+resumed one finishes without rerunning the finished trial. Neither mistakes the other Ray for its own (Ray
+Train's placement-group watcher would then fail or free the wrong run's resources) nor stops it; the
+table, the best config, the PNGs and the Optuna study are left."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from conftest import cmdline, kill_marked, processes_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,16 +30,18 @@ def sweep_cmd(out: Path) -> list[str]:
             "--set", "width=4"]
 
 
-def test_sweep_is_interrupted_resumed_and_reports(tmp_path):
+def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, unrelated_ray):
     out = tmp_path / "sweep"
+    marker = f"OPENSET_SWEEP_TEST={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}   # its own local Ray
+    env[marker.split("=")[0]] = marker.split("=")[1]
     first = subprocess.Popen(sweep_cmd(out), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(first.stdout), daemon=True)
     reader.start()
     # Interrupt once Tune's controller has recorded a finished trial ("Trial ... completed after N
-    # iterations"): the state it saves on Ctrl-C then holds it. The trial's own files appear earlier.
+    # iterations"): the state it saves when stopped then holds it. The trial's own files appear earlier.
     def completed() -> bool:
         return any("completed after" in line for line in list(lines))
 
@@ -42,16 +50,29 @@ def test_sweep_is_interrupted_resumed_and_reports(tmp_path):
         time.sleep(0.5)
     assert first.poll() is None, "".join(lines)[-3000:]
     assert completed(), "no trial finished in 10 min"
-    first.send_signal(signal.SIGINT)                # what Ctrl-C does
-    first.wait(timeout=300)
+    first.send_signal(signal.SIGTERM)
+    code = first.wait(timeout=300)
     reader.join(timeout=10)
-    finished = list(out.glob("trials/*/metrics.json"))
-    assert finished and len(finished) < TRIALS, "interrupted too late to test resuming"
+    try:
+        assert code == 130 and "error: interrupted" in "".join(lines), "".join(lines)[-3000:]
+        deadline = time.time() + 60
+        while time.time() < deadline and processes_with(marker):
+            time.sleep(1)
+        assert not processes_with(marker), [cmdline(p) for p in processes_with(marker)]
+    finally:
+        kill_marked(marker)
+    # what Tune recorded as finished (a trial's own files can be written just before Tune sees it end)
+    done = re.findall(r"Trial run_trial_(\w+) completed after", "".join(lines))
+    finished = [out / "trials" / d / "metrics.json" for d in done]
+    assert finished and len(finished) < TRIALS and all(p.is_file() for p in finished), done
     stamp = {p: p.stat().st_mtime_ns for p in finished}
 
     second = subprocess.run(sweep_cmd(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming the interrupted sweep" in second.stdout
+    for output in ("".join(lines), second.stdout + second.stderr):
+        assert "multiple active Ray instances" not in output and "its own local Ray instance at 127.0.0.1:" in output
+    assert unrelated_ray(), "the sweep stopped another Ray instance on the host"
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()), "a finished trial ran again"
 
     summary = json.loads((out / "sweep_summary.json").read_text())

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -285,8 +286,14 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
         if saved.get("run_name") == run_name:
             log(f"[train] {model_file} is up to date (run {run_name}); skipping training")
             return saved["state"], saved["history"]
+    storage = Path(out) / "checkpoints"
+    others = [d for d in storage.glob("*") if d.is_dir() and d.name != run_name]
+    if others:
+        size = sum(f.stat().st_size for d in others for f in d.rglob("*") if f.is_file()) / 2**20
+        log(f"[train] {storage} also holds {len(others)} unfinished run(s) of other configs ({size:.0f} MB), kept "
+            "so that a rerun of that config resumes: delete them to free the space")
     datasets = {"train": train_ds_fn(), **({"val": val_ds_fn()} if val_ds_fn else {})}
-    result = fit(task, datasets, loop, storage_path=str(Path(out) / "checkpoints"), name=run_name,
+    result = fit(task, datasets, loop, storage_path=str(storage), name=run_name,
                  workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log),
                  callbacks=callbacks, placement_strategy=scale.placement_strategy)
     if result.error is not None:
@@ -295,4 +302,6 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     state = {"model": state["model"], "epoch": state["epoch"]}   # the optimizer stays in the checkpoints only
     with atomic_path(model_file) as tmp:
         torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
+    # model.pt now holds the finished run: its checkpoints only ever served to resume it
+    shutil.rmtree(storage / run_name, ignore_errors=True)
     return state, history

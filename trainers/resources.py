@@ -26,18 +26,26 @@ class ScaleConfig:
 
 
 def init_ray(log=print) -> None:
-    """Connect to the cluster (under `ray job submit` RAY_ADDRESS names it) or start a local one."""
+    """Connect to the cluster RAY_ADDRESS names (`ray job submit` sets it), or start this run's own local
+    instance (trainers/local_ray.py: on 127.0.0.1, addressed explicitly, in its own temp dir)."""
     import ray
+
+    from trainers import local_ray
 
     if ray.is_initialized():
         return
-    ray.init(log_to_driver=True)
-    # Ray's core worker replaces the process's SIGTERM handler with one that dumps a stack and aborts:
-    # put back the Python handler in force (the workflows' stops the run as Ctrl-C does).
-    handler = signal.getsignal(signal.SIGTERM)
-    if callable(handler) and threading.current_thread() is threading.main_thread():
+    # ray.init installs its own SIGTERM handler (sys.exit, which skips Tune's save of a sweep's state):
+    # keep the one in force, the workflows' (it stops the run as Ctrl-C does)
+    in_main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if in_main else None
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        address = local_ray.start(log_to_driver=True)
+    if handler is not None:
         signal.signal(signal.SIGTERM, handler)
-    where = os.environ.get("RAY_ADDRESS", "a local Ray instance")
+    where = os.environ.get("RAY_ADDRESS") or f"its own local Ray instance at {address}"
     log(f"[ray] connected to {where}: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
 

@@ -102,7 +102,8 @@ def _check_resumable(out: Path, settings: SweepSettings) -> bool:
 
 
 def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
-    """Run (or resume) the sweep; returns (ResultGrid, concurrency)."""
+    """Run (or resume) the sweep; returns (ResultGrid, concurrency). Stopped before every trial ended (Ctrl-C,
+    SIGTERM): KeyboardInterrupt, after Tune saved the experiment state for a rerun to resume."""
     import optuna
     import ray
     from ray import tune
@@ -166,7 +167,12 @@ def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
                                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
                                         scheduler=scheduler, max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out)))
-    return tuner.fit(), concurrency
+    results = tuner.fit()
+    if results.num_terminated + results.num_errors < settings.trials:
+        # Tune's SIGINT handler (SIGTERM comes through it too) saves the experiment and returns what it has:
+        # an unfinished sweep must not be reported as a finished one
+        raise KeyboardInterrupt
+    return results, concurrency
 
 
 def _require_state_api() -> None:

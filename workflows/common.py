@@ -90,21 +90,27 @@ def guarded(fn) -> int:
 
     already_up = ray_up()
     previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    code = 1   # anything not caught below propagates with its traceback
     try:
         fn()
+        code = 0
     except (ConfigError, ShardError, LayoutError, AudioError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except (KeyboardInterrupt, SystemExit):
         # Python's SIGINT handler raises KeyboardInterrupt; Ray Train's (in force while it trains) aborts the
         # run, then exits through SystemExit: nothing else inside a job raises that
         print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+        code = 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if ray_up() and not already_up:
-            sys.modules["ray"].shutdown()   # a local instance goes with it; a cluster's only disconnects
-    return 0
+        if ray_up() and not already_up:   # a local instance goes with it; a cluster's only disconnects
+            from trainers import local_ray
+
+            kept = local_ray.stop(failed=code != 0)
+            if kept:
+                print(f"Ray's logs of this run: {kept} (removed when the next local run starts)", file=sys.stderr)
+    return code
 
 
 def manifest_summary(manifests: dict, digests: dict) -> dict:
