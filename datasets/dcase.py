@@ -7,14 +7,22 @@ Real layouts read:
   FSD  ROOT/train.csv  comma-separated, header `fname,label,manually_verified` (0/1), files in
                        ROOT/audio_train/, labels among the 41 of FSDKaggle2018
 
-Protocol (Kong's create_mixture_yaml, qiuqiangkong/sed_time_freq_segmentation): manually verified events only;
-events split into 4 folds by a seeded permutation; each mixture is one scene clip plus 3 events of distinct
-labels from one fold at onsets 0.5, 3.0 and 5.5 s, each cut to its first <= 2 s. The scene is
-energy-normalized (to SCENE_RMS); each event is scaled so that its energy over its own window is
-SNR dB above the scene's energy over that same window. The same planned mixtures are rendered at
-every SNR. A mixture whose peak would clip is scaled down as a whole (`mix_gain`, which keeps
-every SNR). Each shard sample holds the mixture (`wav`), its labels (`json`: weak labels, strong
-events with onset/offset, SNR, fold, source files, gains).
+Protocol: Kong's `utils/create_mixture_yaml.py` and `utils/create_mixed_audio.py`
+(qiuqiangkong/sed_time_freq_segmentation), step for step:
+- folds: a RandomState(1234) permutation of every train.csv row, verified or not; row at position n of
+  it goes to fold n % 4 + 1;
+- plan: a fresh RandomState(1234) shuffles the scene list once; then per fold the fold's verified
+  events are shuffled and cut into consecutive triples (labels may repeat within a mixture), mixture k
+  (counted over all folds) takes scene k, its events start at 0.5, 3.0 and 5.5 s and last
+  min(duration, 2 s);
+- audio (`normalize_to_energy`): the scene is scaled to mean-square 1 over its 10 s, each event to
+  mean-square 10^(snr/10) over its whole file, then cut; the mixture is the mean of the events and
+  scene channels after dividing both by their joint peak (the reference's stereo file, averaged by its
+  feature extractor).
+The same plan is rendered at every SNR. Each shard sample holds the mixture (`wav`) and its labels
+(`json`: weak labels, strong events with onset/offset, SNR, fold, source files, gains).
+Ours: where there are fewer scenes than mixtures (the demo) the shuffled scene list is reused
+cyclically; the reference would stop with an IndexError.
 """
 from __future__ import annotations
 
@@ -41,8 +49,7 @@ FSD_COLUMNS = ("fname", "label", "manually_verified")
 ONSETS = (0.5, 3.0, 5.5)
 MAX_EVENT_S = 2.0
 CLIP_S = 10.0
-SCENE_RMS = 0.03          # -30 dBFS: room for a 20 dB event on top before the mix would clip
-PEAK = 0.99
+SEED = 1234               # the reference's RandomState seed, for the folds and for the plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +64,7 @@ class EventClip:
     path: str
     fname: str
     label: str
+    verified: bool = True
 
 
 def _rows(path: Path, delimiter: str, columns: tuple[str, ...], what: str) -> list[tuple[int, dict]]:
@@ -80,7 +88,8 @@ def _rows(path: Path, delimiter: str, columns: tuple[str, ...], what: str) -> li
 
 
 def read_tau(root: str | Path) -> list[SceneClip]:
-    """TAU Urban Acoustic Scenes 2019 development: every clip of meta.csv (sorted by filename)."""
+    """TAU Urban Acoustic Scenes 2019 development: every clip of meta.csv, in file order (the plan
+    shuffles this order, as the reference does)."""
     root = Path(root)
     clips = []
     for line, row in _rows(root / "meta.csv", "\t", TAU_COLUMNS, "tau"):
@@ -88,11 +97,12 @@ def read_tau(root: str | Path) -> list[SceneClip]:
         if not path.is_file():
             raise LayoutError(f"{root / 'meta.csv'} line {line}: {path} does not exist")
         clips.append(SceneClip(str(path), row["filename"], row["scene_label"]))
-    return sorted(clips, key=lambda c: c.rel)
+    return clips
 
 
 def read_fsd(root: str | Path, labels: tuple[str, ...] = FSD_LABELS) -> list[EventClip]:
-    """FSDKaggle2018 train.csv: the manually verified events (sorted by fname)."""
+    """FSDKaggle2018 train.csv: every row, in file order, flagged `verified` (the folds count every row,
+    the mixtures use verified ones only)."""
     root = Path(root)
     meta = root / "train.csv"
     events = []
@@ -103,45 +113,57 @@ def read_fsd(root: str | Path, labels: tuple[str, ...] = FSD_LABELS) -> list[Eve
         if row["manually_verified"] not in ("0", "1"):
             raise LayoutError(f"{meta} line {line}: manually_verified must be 0 or 1, got "
                               f"{row['manually_verified']!r}")
-        if row["manually_verified"] == "1":
-            path = root / "audio_train" / row["fname"]
-            if not path.is_file():
-                raise LayoutError(f"{meta} line {line}: {path} does not exist")
-            events.append(EventClip(str(path), row["fname"], row["label"]))
-    if not events:
+        path = root / "audio_train" / row["fname"]
+        verified = row["manually_verified"] == "1"
+        if verified and not path.is_file():    # unverified files are never read
+            raise LayoutError(f"{meta} line {line}: {path} does not exist")
+        events.append(EventClip(str(path), row["fname"], row["label"], verified))
+    if not any(e.verified for e in events):
         raise LayoutError(f"{meta} has no manually verified events (manually_verified = 1)")
-    return sorted(events, key=lambda e: e.fname)
+    return events
+
+
+def event_folds(n_rows: int, folds: int = 4, seed: int = SEED) -> np.ndarray:
+    """Fold (1-based) of each train.csv row: position n of a seeded permutation -> n % folds + 1."""
+    fold = np.zeros(n_rows, dtype=int)
+    fold[np.random.RandomState(seed).permutation(n_rows)] = np.arange(n_rows) % folds + 1
+    return fold
+
+
+def draw_events(pool: np.ndarray, count: int, rng: np.random.RandomState) -> np.ndarray:
+    """`count` entries of `pool`, shuffled in place as the reference's `repeat_array` does: it shuffles
+    the same array once per repeat and concatenates references to it, so every repeat is the last
+    shuffle (one permutation, tiled)."""
+    repeats = count // len(pool) + 1
+    for _ in range(repeats):
+        rng.shuffle(pool)
+    return np.tile(pool, repeats)[:count]
 
 
 def plan_mixtures(scenes: list[SceneClip], events: list[EventClip], *, per_fold: int, folds: int = 4,
-                  seed: int = 0) -> list[dict]:
-    """The seeded mixture plan: `per_fold` mixtures for each event fold (1-based), each a scene
-    clip and len(ONSETS) events of distinct labels from that fold. Pure: same inputs, same plan."""
+                  seed: int = SEED) -> list[dict]:
+    """The mixture plan of the reference: `per_fold` mixtures for each event fold (1-based), each a
+    scene clip and len(ONSETS) consecutive events of the fold's shuffled verified events. Pure: same
+    inputs, same plan."""
     if per_fold < 1 or folds < 1:
         raise ValueError(f"need per_fold >= 1 and folds >= 1, got {per_fold}, {folds}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(events))
-    fold_events = [[events[i] for i in order[f::folds]] for f in range(folds)]
+    fold_of = event_folds(len(events), folds, seed)
+    verified = np.array([e.verified for e in events], dtype=bool)
+    rng = np.random.RandomState(seed)
     scene_order = rng.permutation(len(scenes))
     plan = []
-    for f, pool in enumerate(fold_events, start=1):
-        by_label: dict[str, list[EventClip]] = {}
-        for e in pool:
-            by_label.setdefault(e.label, []).append(e)
-        labels = sorted(by_label)
-        if len(labels) < len(ONSETS):
-            raise ValueError(f"event fold {f} has {len(labels)} label(s) ({labels}); each mixture needs "
-                             f"{len(ONSETS)} distinct labels: provide more verified events")
+    for f in range(1, folds + 1):
+        pool = np.flatnonzero((fold_of == f) & verified)
+        if len(pool) == 0:
+            raise ValueError(f"event fold {f} has no verified events: provide more verified events")
+        drawn = draw_events(pool, per_fold * len(ONSETS), rng)
         for i in range(per_fold):
-            scene = scenes[scene_order[len(plan) % len(scenes)]]
-            chosen = rng.choice(len(labels), size=len(ONSETS), replace=False)
-            mixed = []
-            for onset, li in zip(ONSETS, chosen):
-                pool_l = by_label[labels[li]]
-                e = pool_l[int(rng.integers(len(pool_l)))]
-                mixed.append({"path": e.path, "fname": e.fname, "label": e.label, "onset": onset})
+            scene = scenes[scene_order[len(plan) % len(scenes)]]   # cyclic reuse: ours (module doc)
+            triple = [events[j] for j in drawn[i * len(ONSETS):(i + 1) * len(ONSETS)]]
             plan.append({"key": f"fold{f}/mix{i:05d}", "path": scene.path, "scene": scene.rel,
-                         "scene_label": scene.scene, "fold": f, "events": mixed})
+                         "scene_label": scene.scene, "fold": f,
+                         "events": [{"path": e.path, "fname": e.fname, "label": e.label, "onset": onset}
+                                    for onset, e in zip(ONSETS, triple)]})
     return plan
 
 
@@ -159,27 +181,27 @@ def mix(item: dict, sample_rate: int, hop: int) -> dict:
     scene = scene[:n].astype(np.float64)
     if _energy(scene) == 0.0:
         raise AudioError(f"scene clip {item['path']} is silent: remove it from meta.csv")
-    scene_gain = SCENE_RMS / math.sqrt(_energy(scene))
-    out = scene * scene_gain
+    scene_gain = 1.0 / math.sqrt(_energy(scene))          # mean-square 1 (0 dB)
+    scene = scene * scene_gain
+    events = np.zeros(n)
     strong = []
     for ev in item["events"]:
         x, _ = load_audio(ev["path"], sample_rate)
-        x = x[:int(MAX_EVENT_S * sample_rate)].astype(np.float64)
-        if len(x) < hop:
-            raise AudioError(f"event {ev['path']} is {len(x)} samples long, shorter than one frame "
+        cut = min(len(x), int(round(MAX_EVENT_S * sample_rate)))
+        if cut < hop:
+            raise AudioError(f"event {ev['path']} is {cut} samples long, shorter than one frame "
                              f"(hop {hop}): remove it from train.csv")
         if _energy(x) == 0.0:
             raise AudioError(f"event {ev['path']} is silent: remove it from train.csv")
+        # Energy of the whole file, before the cut: an event's SNR is not measured in its window.
+        gain = 10.0 ** (item["snr"] / 20.0) / math.sqrt(_energy(x))
         start = int(round(ev["onset"] * sample_rate))
-        window = slice(start, start + len(x))
-        gain = math.sqrt(_energy(out[window]) / _energy(x) * 10.0 ** (item["snr"] / 10.0))
-        out[window] += gain * x
-        strong.append({"label": ev["label"], "onset": ev["onset"], "offset": (start + len(x)) / sample_rate,
+        events[start:start + cut] = gain * x[:cut]       # onsets 2.5 s apart, cuts <= 2 s: no overlap
+        strong.append({"label": ev["label"], "onset": ev["onset"], "offset": ev["onset"] + cut / sample_rate,
                        "source": ev["fname"], "gain": gain})
-    # Rescale the whole mixture if it would clip: every ratio, so every SNR, is kept.
-    peak = float(np.abs(out).max())
-    mix_gain = min(1.0, PEAK / peak)
-    return {"wav": encode_wav((out * mix_gain).astype(np.float32), sample_rate),
+    # The reference writes (events, scene) divided by their joint peak and averages the channels.
+    mix_gain = 0.5 / max(float(np.abs(events).max()), float(np.abs(scene).max()))
+    return {"wav": encode_wav(((events + scene) * mix_gain).astype(np.float32), sample_rate),
             "json": {"labels": sorted({e["label"] for e in strong}), "events": strong, "snr": item["snr"],
                      "fold": item["fold"], "scene": item["scene"], "scene_label": item["scene_label"],
                      "scene_gain": scene_gain, "mix_gain": mix_gain, "sample_rate": sample_rate}}
@@ -197,7 +219,6 @@ def build_remix_shards(plan: list[dict], out_dir: str | Path, *, snrs, sample_ra
         items = [{**p, "key": f"{p['key']}/snr{snr}", "snr": snr} for p in plan]
         manifests[snr] = build_shards(
             items, Path(out_dir) / f"snr{snr}", corpus="dcase_remix", split=f"snr{snr}", decode=decode,
-            config={"sample_rate": sample_rate, "hop": hop, "protocol": "kong-remix-v1",
-                    "scene_rms": SCENE_RMS},
+            config={"sample_rate": sample_rate, "hop": hop, "protocol": "kong-remix-v2"},
             samples_per_shard=samples_per_shard, seed=seed, skip_bad=skip_bad, extra={"classes": labels})
     return manifests

@@ -54,13 +54,14 @@ def fresh_interpreter(code: str):
 
 @pytest.mark.parametrize("code, expected", [
     ("from trainers.heads import HEADS; print(json.dumps(sorted(HEADS)))",
-     ["aam", "am", "arcface", "asoftmax", "cosface", "mask_proxy", "mmp", "mp", "multinomial_mask_proxy",
+     ["aam", "am", "arcface", "asoftmax", "cosface", "mask_proxy", "mask_proxy_loo", "mmp", "mmp_loo", "mp",
+      "multinomial_mask_proxy",
       "softmax", "sphereface", "sphereface2", "sphereface_detached", "sphereface_r", "spherefacer"]),
     ("from trainers.encoders import ENCODERS; print(json.dumps(sorted(ENCODERS)))",
      ["resnet18", "resnet34", "sfnet20", "tdnn"]),
     ("from workflows.sweep import TARGETS; print(json.dumps(sorted(TARGETS)))",
      ["esc50_actions", "face", "sed", "semiweak", "speaker"]),
-    ("from trainers.esc50.audio import EXTRACTORS; print(json.dumps(sorted(EXTRACTORS)))", ["logmel_cnn"]),
+    ("from trainers.esc50.audio import EXTRACTORS; print(json.dumps(sorted(EXTRACTORS)))", ["cnn14", "logmel_cnn"]),
 ], ids=["heads", "encoders", "sweep targets", "embedding extractors"])
 def test_a_registry_lists_every_name_in_a_fresh_interpreter(code, expected):
     assert fresh_interpreter("import json; " + code) == expected

@@ -19,6 +19,7 @@ ODD = "/data/run #1/12345"   # YAML would cut the comment off, and read a bare 1
     (sed, ["--fold", "2,3"], "test_folds", [2, 3]),
     (esc50_actions, ["--embedding-weights", ODD], "embedding.weights", ODD),
     (esc50_actions, ["--embedding-weights", "12345"], "embedding.weights", "12345"),
+    (esc50_actions, ["--embedding-kind", "cnn14"], "embedding.kind", "cnn14"),
     (esc50_actions, ["--esc50", ODD, "--annotations", "a #b.csv"], "data.annotations", "a #b.csv"),
     (esc50_actions, ["--aggregator", "mean,mv", "--fold", "1"], "aggregators", ["mean", "mv"]),
     (semiweak, ["--cifar", ODD], "data.root", ODD),

@@ -113,7 +113,8 @@ def test_audio_models_and_fusion_learn_the_demo_classes(audio_run):
 
 
 def test_embedding_models_use_a_pluggable_extractor(audio_run, capsys):
-    """emb_mlp / fusion_emb on embeddings of the fold-1 CNN (trained on folds 2-5), tested on fold 1."""
+    """emb_mlp / fusion_emb on embeddings of the fold-1 CNN (trained on folds 2-5), tested on fold 1; refused
+    for fold 2, which it was trained on."""
     out, cfg, _ = audio_run
     weights = out / "logmel_cnn" / "fold1" / "model.pt"
     code = main(["--model", "emb_mlp,fusion_emb", "--fold", "1", "--embedding-weights", str(weights),
@@ -123,6 +124,8 @@ def test_embedding_models_use_a_pluggable_extractor(audio_run, capsys):
     assert res["emb_mlp"]["-"]["mean"] > 0.2 and "sum" in res["fusion_emb"]
     code = main(["--model", "emb_mlp", "--out", str(out), "--embedding-weights", str(out / "results.md")])
     assert code == 2 and "cannot load embedding weights" in capsys.readouterr().err
+    code = main(["--model", "emb_mlp", "--fold", "2", "--out", str(out), "--embedding-weights", str(weights)])
+    assert code == 2 and "trained on ESC-50 folds [2, 3, 4, 5]" in capsys.readouterr().err   # training folds recorded
 
 
 def test_a_sweep_reads_its_metric_from_the_report(av_run):

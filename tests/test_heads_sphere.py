@@ -215,7 +215,8 @@ def test_sphereface_detached_is_spherefacer_preset():
     det = build_head("sphereface_detached", 16, 6)
     assert isinstance(det, SphereFaceRHead)
     assert (det.magnitude, det.fn, det.cgd, det.s, det.m) == ("v0", "hfn", True, 30.0, 1.5)
-    ref = build_head("spherefacer", 16, 6, magnitude="v0", fn="hfn", s=30.0, m=1.5)
+    # plain CE: SphereFace-R's HFN loss lw·CE/s with lw = s
+    ref = build_head("spherefacer", 16, 6, magnitude="v0", fn="hfn", s=30.0, m=1.5, lw=30.0)
     ref.load_state_dict(det.state_dict())
     x, y = torch.randn(5, 16), torch.randint(0, 6, (5,))
     torch.testing.assert_close(det(x, y), ref(x, y))

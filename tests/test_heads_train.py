@@ -1,4 +1,4 @@
-"""Every registered head trains the demo speaker corpus (through the real loop, 2 Ray Train workers,
+"""Every paper head in the registry trains the demo speaker corpus (through the real loop, 2 Ray Train workers,
 P x K batches for the Mask Proxy heads) to an EER clearly below the untrained encoder's, and the
 comparison command writes its table and DET plot."""
 import json
@@ -12,7 +12,8 @@ from workflows.speaker import SpeakerConfig, compare_heads
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 9 heads
 
 BUDGET = ["train.epochs=6", "scale.workers=2", "demo.n_train_speakers=32"]
-HEADS = canonical_heads()
+# the papers' heads; this project's own leave-one-out Mask Proxy variants have unit tests only
+HEADS = [h for h in canonical_heads() if not h.endswith("_loo")]
 
 
 @pytest.fixture(scope="module")

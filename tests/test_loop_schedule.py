@@ -69,3 +69,16 @@ def test_lockstep_stops_every_worker_at_the_shortest():
     results = mp.Manager().dict()
     mp.spawn(_lockstep_worker, args=([5, 3], port, results), nprocs=2)
     assert dict(results) == {0: 3, 1: 3}
+
+
+def test_plateau_lr_is_replayed_from_the_history():
+    """train.monitor: lr x factor once the metric has not improved for more than `patience` epochs
+    (torch's ReduceLROnPlateau, mode max), recomputed from the history so a resumed run agrees."""
+    cfg = LoopConfig(epochs=20, lr=1e-3, monitor="val_micro_ap", plateau_patience=2, plateau_factor=0.1)
+    values = [0.5, 0.6, 0.6, 0.55, 0.59, 0.7, 0.7, 0.7, 0.7]
+    history = [{"val_micro_ap": v} for v in values]
+    lrs = [lr_at(cfg, e, history) for e in range(len(values) + 1)]
+    # no gain after 0.6 at epochs 3, 4, 5 -> cut after the 5th; 0.7 then is new, 3 more flat -> cut again
+    assert lrs == pytest.approx([1e-3] * 5 + [1e-4] * 4 + [1e-5])
+    with pytest.raises(ValueError, match="excludes"):
+        validate(LoopConfig(epochs=5, monitor="val_micro_ap", lr_milestones=[2]))

@@ -1,5 +1,7 @@
 """Front ends. Speakers, as WeSpeaker: 80-dim kaldi fbank, 200-frame crops, per-crop CMN. Sound events
-and scenes (SED, ESC-50): `LogMel`, a torchaudio mel spectrogram with per-clip mean removal.
+and scenes (SED, ESC-50): `LogMel`, a torchaudio mel spectrogram, by default with per-clip mean removal;
+`LogMel(style="kong")` is the DCASE remix's official log-mel (Kong's features.py, which the SED paper's code
+reads): Hamming-windowed magnitude spectrum, Slaney mel filters, no per-clip normalization.
 
 WeSpeaker crops the *waveform* and then computes fbank; we compute fbank once per utterance and
 crop the frames. With kaldi's default snip_edges=True every frame depends only on its own 400
@@ -102,14 +104,25 @@ class LogMel:
     n_fft: int = 2048
     hop: int = 1024
     n_mels: int = 64
+    style: str = "cmn"     # cmn | kong
+
+    def __post_init__(self):
+        if self.style not in LOGMEL_STYLES:
+            raise ValueError(f"unknown log-mel style {self.style!r}; choose one of: {', '.join(LOGMEL_STYLES)}")
 
     def logmel(self, wave: np.ndarray) -> np.ndarray:
-        """(T, n_mels) float32 of a mono wave at `sample_rate`: power mel spectrogram without centre
-        padding (T = 1 + (N - n_fft) // hop), log(mel + 1e-8), then each mel bin's mean over the clip
-        removed (the background's stationary spectrum, as CMN for speakers)."""
+        """(T, n_mels) float32 of a mono wave at `sample_rate`, frames without centre padding
+        (T = 1 + (N - n_fft) // hop), log(mel + 1e-8).
+        cmn: power spectrum (Hann), HTK mel; each mel bin's mean over the clip removed (the background's
+          stationary spectrum, as CMN for speakers).
+        kong: as scipy.signal.spectrogram(window=np.hamming(n_fft), mode="magnitude", detrend=False)
+          times librosa's (Slaney) mel filters from 50 Hz to sample_rate // 2; no per-clip normalization
+          (the SED model z-scores with statistics of the training folds)."""
         w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
         if w.numel() < self.n_fft:
             raise ValueError(f"wave of {w.numel()} samples is shorter than one window ({self.n_fft})")
+        if self.style == "kong":
+            return _kong_logmel(self, w.double()).numpy().astype(np.float32)
         x = torch.log(_mel_transform(self)(w) + 1e-8).T
         return (x - x.mean(dim=0, keepdim=True)).numpy().astype(np.float32)
 
@@ -122,6 +135,22 @@ class LogMel:
             raise ValueError(f"{key}: shard audio is {sr} Hz but the front end expects {self.sample_rate}: "
                              "rebuild the shards or set the sample rate")
         return self.logmel(samples)
+
+
+LOGMEL_STYLES = ("cmn", "kong")
+
+
+def _kong_logmel(front: LogMel, w: torch.Tensor) -> torch.Tensor:
+    import torchaudio
+
+    window = torch.hamming_window(front.n_fft, periodic=False, dtype=torch.float64)   # = np.hamming
+    frames = w.unfold(0, front.n_fft, front.hop)                                       # (T, n_fft)
+    # scipy's "magnitude" mode keeps the density scaling of its one-sided STFT: 1 / sqrt(fs * sum(w^2))
+    mag = torch.fft.rfft(frames * window).abs() / torch.sqrt(front.sample_rate * window.pow(2).sum())
+    mel = torchaudio.functional.melscale_fbanks(front.n_fft // 2 + 1, 50.0, float(front.sample_rate // 2),
+                                                front.n_mels, front.sample_rate, norm="slaney",
+                                                mel_scale="slaney").double()
+    return torch.log(mag @ mel + 1e-8)
 
 
 @functools.lru_cache(maxsize=4)

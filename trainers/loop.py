@@ -43,6 +43,12 @@ class LoopConfig:
     seed: int = 0
     max_failures: int = 1            # worker failures tolerated (restarts from the latest checkpoint)
     checkpoints_to_keep: int = 2
+    # monitor: a metric of the "val" dataset (higher is better). When set, the lr starts at `lr` and is
+    # only cut by plateau_factor after plateau_patience epochs without a new best (torch's
+    # ReduceLROnPlateau, mode max), and the model of the best epoch is the run's result.
+    monitor: str = ""
+    plateau_patience: int = 3
+    plateau_factor: float = 0.1
 
 
 class TrainTask(Protocol):
@@ -62,7 +68,9 @@ class TrainTask(Protocol):
     #   given a "val" dataset; its values join the epoch's reported metrics (Tune's ASHA reads them)
 
 
-def lr_at(cfg: LoopConfig, epoch: int) -> float:
+def lr_at(cfg: LoopConfig, epoch: int, history: list[dict] | None = None) -> float:
+    if cfg.monitor:
+        return plateau_lr(cfg, [h[cfg.monitor] for h in (history or [])[:epoch]])
     if epoch < cfg.warmup_epochs:
         return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
     if cfg.lr_milestones:
@@ -70,6 +78,17 @@ def lr_at(cfg: LoopConfig, epoch: int) -> float:
     span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
     progress = min((epoch - cfg.warmup_epochs) / span, 1.0)
     return cfg.lr * math.exp(progress * math.log(cfg.final_lr / cfg.lr))
+
+
+def plateau_lr(cfg: LoopConfig, values: list[float]) -> float:
+    """The lr after ReduceLROnPlateau has seen `values` (one per epoch), replayed from the history so
+    that a resumed run continues with the same lr."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
+                                                       patience=cfg.plateau_patience)
+    for v in values:
+        sched.step(v)
+    return opt.param_groups[0]["lr"]
 
 
 def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
@@ -92,6 +111,10 @@ def validate(cfg: LoopConfig) -> None:
                          f"got {cfg.lr_milestones}")
     if not 0 < cfg.lr_gamma <= 1:
         raise ValueError(f"train.lr_gamma must be in (0, 1], got {cfg.lr_gamma}")
+    if cfg.monitor and (cfg.lr_milestones or cfg.warmup_epochs):
+        raise ValueError("train.monitor (lr on plateau) excludes train.lr_milestones and train.warmup_epochs")
+    if not (0 < cfg.plateau_factor < 1 and cfg.plateau_patience >= 0):
+        raise ValueError("train.plateau_factor must be in (0, 1) and train.plateau_patience >= 0")
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -137,7 +160,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     model = task.build_model()
     optimizer = _optimizer(cfg, model.parameters())
-    start_epoch, history = 0, []
+    start_epoch, history, best = 0, [], None   # best: {"value", "epoch", "model"} of train.monitor
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -145,7 +168,7 @@ def train_loop_per_worker(config: dict) -> None:
             history = json.loads((Path(d) / HISTORY_FILE).read_text())
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch = state["epoch"]
+        start_epoch, best = state["epoch"], state.get("best")
         if rank == 0:
             _progress(f"[train] resuming from the checkpoint of epoch {start_epoch}")
     resumed_from = start_epoch
@@ -155,7 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val") if config.get("validate") and rank == 0 else None
 
     for epoch in range(start_epoch, cfg.epochs):
-        lr = lr_at(cfg, epoch)
+        lr = lr_at(cfg, epoch, history)
         for group in optimizer.param_groups:
             group["lr"] = lr
         extra = task.on_epoch_start(core, epoch) or {}
@@ -187,12 +210,22 @@ def train_loop_per_worker(config: dict) -> None:
             core.eval()
             with torch.no_grad():
                 metrics.update({k: float(v) for k, v in task.evaluate(core, val_shard).items()})
+        if cfg.monitor:
+            if rank == 0 and cfg.monitor not in metrics:
+                raise RuntimeError(f"train.monitor={cfg.monitor!r} is not among the validation metrics "
+                                   f"{sorted(metrics)}")
+            # only rank 0 validates: every rank needs the value for the next epoch's lr
+            metrics[cfg.monitor] = _all_reduce_sum([metrics.get(cfg.monitor, 0.0)], device)[0]
+            value = metrics[cfg.monitor]
+            if rank == 0 and (best is None or math.isnan(best["value"]) or value > best["value"]):
+                best = {"value": value, "epoch": epoch + 1,
+                        "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
         history.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1},
-                           Path(d) / CHECKPOINT_FILE)
+                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                            **({"best": best} if best else {})}, Path(d) / CHECKPOINT_FILE)
                 (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
                 ckpt = ray.train.Checkpoint.from_directory(d)
                 _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
@@ -228,6 +261,8 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if loop.monitor and "val" not in datasets:
+        raise ValueError(f"train.monitor={loop.monitor!r} needs a validation dataset")
     use_gpu = auto_use_gpu(workers) if use_gpu is None else use_gpu
     # Blocks reach the workers in plan order, not in task-completion order: with the seeded shuffle
     # and crops, a 1-worker CPU run then gives the same metrics every time.
@@ -277,7 +312,8 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     hashes the config and the data). An interrupted run with the same name resumes from its latest
     checkpoint. `train_ds_fn` / `val_ds_fn` build the datasets only when training runs; `val_ds_fn`:
     a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
-    Returns ({"model": state dict, "epoch": epochs trained}, training history)."""
+    Returns ({"model": state dict, "epoch": epochs trained}, training history); with train.monitor the
+    model is the best epoch's, and "best_epoch" says which."""
     from datasets.atomic import atomic_path
 
     model_file = Path(out) / "model.pt"
@@ -299,7 +335,9 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     if result.error is not None:
         raise result.error
     state, history = load_checkpoint_state(result.checkpoint)
-    state = {"model": state["model"], "epoch": state["epoch"]}   # the optimizer stays in the checkpoints only
+    best = state.get("best")
+    state = {"model": best["model"] if best else state["model"], "epoch": state["epoch"],   # the optimizer stays
+             **({"best_epoch": best["epoch"]} if best else {})}                             # in the checkpoints only
     with atomic_path(model_file) as tmp:
         torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
     # model.pt now holds the finished run: its checkpoints only ever served to resume it

@@ -45,8 +45,7 @@ SPACES: dict[str, dict] = {
     "mask_proxy": {"workflow": "speaker", "fixed": {"head.name": "mask_proxy", "head.k": 2},
                    "params": {"head.lam": {"uniform": [0.0, 2.0]}, "head.init_w": {"uniform": [5.0, 20.0]}}},
     "mmp": {"workflow": "speaker", "fixed": {"head.name": "mmp", "head.k": 2},
-            "params": {"head.lam": {"uniform": [0.0, 2.0]}, "head.mmp_weight": {"uniform": [0.1, 2.0]},
-                       "head.mmp_proxy_negatives": {"choice": [True, False]}}},
+            "params": {"head.lam": {"uniform": [0.0, 2.0]}, "head.init_w": {"uniform": [5.0, 20.0]}}},
     # faces: the face workflow's default head, SphereFace2 (C), on the face backbone
     "face_sphereface2": {"workflow": "face", "fixed": {"head.name": "sphereface2"},
                          "params": {"head.lam": {"uniform": [0.5, 0.9]}, "head.r": {"choice": [16, 32, 40, 64]},
@@ -54,7 +53,8 @@ SPACES: dict[str, dict] = {
     # weakly-supervised SED ablations (one held-out fold per trial, 20 dB)
     "sed": {"workflow": "sed", "fixed": {},
             "params": {"model.aux_decoder": {"choice": [True, False]}, "model.alpha": {"loguniform": [1e-4, 1e-1]},
-                       "model.pooling": {"choice": ["two_step", "time_attention", "average", "max"]}}},
+                       "model.pooling": {"choice": ["two_step", "two_step_scalar", "time_attention", "average",
+                                                    "max"]}}},
     # ESC-50: aggregator x model (fusion_early is the early-fusion model)
     "esc50": {"workflow": "esc50_actions", "fixed": {},
               "params": {"aggregators": {"choice": ["sum", "mean", "mv", "ds"]},

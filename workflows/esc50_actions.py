@@ -12,7 +12,8 @@ aggregator, confusion-matrix PNGs, Fleiss' kappa of the raters.
 Models: av_logreg, av_mlp (the action vector only), logmel_cnn (audio only), fusion_early (the CNN
 with the action vector concatenated to its clip embedding), fusion_late (the average of av_mlp's and
 logmel_cnn's class probabilities; needs both in --model), and on audio embeddings from a pluggable
-extractor (--embedding-weights: a logmel_cnn model.pt of this project, or a pretrained state dict):
+extractor (--embedding-weights: a logmel_cnn model.pt of this project, or a pretrained state dict; with
+--embedding-kind cnn14 the PANNs checkpoint Cnn14_mAP=0.431.pth and 32 kHz shards):
 emb_mlp (embedding only) and fusion_emb (embedding + action vector, concatenated).
 Annotations (--annotations, default: the real three-raters file shipped in data/esc50-actions): the
 three-raters CSV, the summed CSV (only `--aggregator sum`) or the crowd format (task, worker, action,
@@ -67,8 +68,9 @@ class AudioConfig:
 
 @dataclasses.dataclass
 class EmbeddingConfig:
-    kind: str = "logmel_cnn"         # trainers.esc50.audio.EXTRACTORS
-    weights: str = ""                # a model.pt of this project's logmel_cnn runs, or a pretrained state dict
+    kind: str = "logmel_cnn"         # trainers.esc50.audio.EXTRACTORS: logmel_cnn, cnn14 (PANNs, 32 kHz audio)
+    weights: str = ""                # a model.pt of this project's logmel_cnn runs, a pretrained state dict, or
+                                     # (cnn14) PANNs' Cnn14_mAP=0.431.pth
 
 
 @dataclasses.dataclass
@@ -98,7 +100,7 @@ class ESC50Config:
 def validate(cfg: ESC50Config) -> None:
     """Fail on bad names and parameters before any data is read."""
     from datasets.esc50.action_vectors import AGGREGATORS
-    from trainers.esc50.audio import SoundTask, load_extractor
+    from trainers.esc50.audio import EXTRACTORS, WAVEFORM_EXTRACTORS, SoundTask, load_extractor
     from trainers.esc50.vectors import VectorTask
     from trainers.loop import validate as validate_loop
 
@@ -114,10 +116,18 @@ def validate(cfg: ESC50Config) -> None:
         raise ConfigError(f"threshold must be a rating 1-4, got {cfg.threshold}")
     common.require_positive(cfg, "audio.sample_rate", "audio.n_fft", "audio.hop", "audio.n_mels",
                             "audio.samples_per_shard")
-    if any(m in EMBEDDING_MODELS for m in cfg.models) and not cfg.embedding.weights:
+    embeds = any(m in EMBEDDING_MODELS for m in cfg.models)
+    if embeds and not cfg.embedding.weights:
         raise ConfigError(f"{', '.join(EMBEDDING_MODELS)} need embedding.weights: a model.pt of a logmel_cnn "
-                          "run (e.g. OUT/logmel_cnn/fold1/model.pt, trained without the folds you test) or "
-                          "a pretrained model's state dict")
+                          "run (e.g. OUT/logmel_cnn/fold1/model.pt, trained without the folds you test), "
+                          "a pretrained model's state dict, or (embedding.kind=cnn14) PANNs' Cnn14_mAP=0.431.pth")
+    if cfg.embedding.kind not in EXTRACTORS:
+        raise ConfigError(f"unknown embedding.kind {cfg.embedding.kind!r}; choose from {', '.join(EXTRACTORS)}")
+    rate = WAVEFORM_EXTRACTORS.get(cfg.embedding.kind, 0)
+    if embeds and cfg.audio.sample_rate < rate:
+        raise ConfigError(f"embedding.kind={cfg.embedding.kind} takes {rate} Hz audio, but the shards would hold "
+                          f"{cfg.audio.sample_rate} Hz (nothing above {cfg.audio.sample_rate // 2} Hz): add "
+                          f"--set audio.sample_rate={rate}")
 
     def build_every_model():
         validate_loop(cfg.train)
@@ -127,10 +137,18 @@ def validate(cfg: ESC50Config) -> None:
                 VectorTask(VECTOR_MODELS[model], 20, 2, [0.0] * 20, [1.0] * 20, 8, cfg.model.hidden,
                            cfg.model.dropout).build_model()
         SoundTask(2, cfg.model.width, cfg.model.dropout, 8).build_model()
-        if cfg.embedding.weights and any(m in EMBEDDING_MODELS for m in cfg.models):
-            load_extractor(cfg.embedding.kind, cfg.embedding.weights)
 
     common.checked(build_every_model)
+    if embeds:
+        try:
+            trained_on = load_extractor(cfg.embedding.kind, cfg.embedding.weights).train_folds or []
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        leaked = sorted(set(trained_on) & set(cfg.test_folds))
+        if leaked:   # its embeddings of a clip it was trained on would score that clip with its own label
+            raise ConfigError(f"{cfg.embedding.weights} was trained on ESC-50 folds {trained_on}: it cannot embed "
+                              f"test fold(s) {leaked}; test only folds it did not see (--fold), or use an "
+                              "extractor trained without them")
 
 
 def uses_action_vectors(cfg: ESC50Config) -> bool:
@@ -247,6 +265,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                         "they need) to the models")
     p.add_argument("--fold", help="test_folds: comma-separated held-out folds (default all five)")
     p.add_argument("--embedding-weights", help="embedding.weights for emb_mlp / fusion_emb")
+    p.add_argument("--embedding-kind", help="embedding.kind: logmel_cnn (default) or cnn14 (PANNs)")
     return p.parse_args(argv)
 
 
@@ -264,7 +283,7 @@ def overrides_of(args: argparse.Namespace) -> list:
     return common.shorthand_overrides(args, common.literal_overrides(**{
         "data.esc50": args.esc50, "data.annotations": args.annotations, "aggregators": aggregators,
         "models": models or None, "test_folds": common.int_list(args.fold, "fold") if args.fold else None,
-        "embedding.weights": args.embedding_weights}))
+        "embedding.weights": args.embedding_weights, "embedding.kind": args.embedding_kind}))
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from datasets.shards import json_member
+from trainers.esc50.cnn14 import SAMPLE_RATE as CNN14_RATE
+from trainers.esc50.cnn14 import cnn14_from_state
 from trainers.features import LogMel
 from trainers.inference import InferenceActor, map_with_actors
 from trainers.loop import tensor_batches
@@ -153,17 +155,33 @@ def _logmel_cnn_from_state(state: dict) -> LogMelCNN:
     return model
 
 
-# kind -> builds a module with `.embed(logmel (B, T, F)) -> (B, D)` from a weights file's state dict
-EXTRACTORS = {"logmel_cnn": _logmel_cnn_from_state}
+# kind -> builds a module with `.embed(...) -> (B, D)` from a weights file's state dict: of the workflow's
+# log-mels (B, T, F), or, for a module with a `sample_rate`, of waveforms (B, N) at that rate
+EXTRACTORS = {"logmel_cnn": _logmel_cnn_from_state, "cnn14": cnn14_from_state}
+WAVEFORM_EXTRACTORS = {"cnn14": CNN14_RATE}   # kind -> the sample rate its waveforms must have
+
+
+def _numpy_data_globals() -> list:
+    """numpy's array, dtype and scalar reconstructors: data only, no code. The reference's training
+    checkpoints keep its sampler state (numpy arrays) beside the weights; torch's weights-only
+    unpickler refuses them unless allowed, under the numpy 1 and numpy 2 module names."""
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    named = [(f, f"{mod}.{f.__name__}") for f in (_reconstruct, scalar)
+             for mod in ("numpy.core.multiarray", "numpy._core.multiarray")]
+    return [np.ndarray, np.dtype, *named, *{type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSUVOMm"}]
 
 
 def load_extractor(kind: str, weights: str) -> nn.Module:
     """An embedding extractor from a weights file: a `model.pt` written by this project's runs
-    ({"state": ...}) or a plain state dict saved with torch.save."""
+    ({"state": ..., "train_folds": ...}), a PANNs checkpoint ({"model": state dict, ...}) or a plain
+    state dict saved with torch.save. The module's `train_folds` lists the ESC-50 folds it was trained
+    on (None: not recorded, e.g. a pretrained model)."""
     if kind not in EXTRACTORS:
         raise ValueError(f"unknown embedding extractor {kind!r}; choose one of: {', '.join(EXTRACTORS)}")
     try:
-        saved = torch.load(weights, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            saved = torch.load(weights, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise ValueError(f"cannot load embedding weights {weights}: {exc.strerror or exc}") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError):
@@ -172,20 +190,54 @@ def load_extractor(kind: str, weights: str) -> nn.Module:
                          "as torch.save of a state dict or a model.pt of this project writes); nothing in it was "
                          "run") from None
     if not isinstance(saved, dict):
-        raise ValueError(f"{weights} holds a {type(saved).__name__}, not a state dict")
-    state = saved["state"]["model"] if "state" in saved else saved   # model.pt of a run, or a state dict
+        raise ValueError(f"{weights} holds a {type(saved).__name__}, not a state dict; nothing in it was run")
+    state = saved["state"]["model"] if "state" in saved \
+        else saved["model"] if isinstance(saved.get("model"), dict) else saved
     try:
-        return EXTRACTORS[kind](state).eval()
-    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{weights} does not hold {kind} weights ({type(exc).__name__}: {exc})") from None
+        model = EXTRACTORS[kind](state).eval()
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{weights} does not hold {kind} weights ({type(exc).__name__}: {exc}); nothing in it "
+                         "was run") from None
+    model.train_folds = saved.get("train_folds")
+    return model
+
+
+def _keys_and_wavs(batch: dict) -> dict:
+    return {"key": batch["__key__"], "wav": batch["wav"]}
+
+
+def wave_dataset(paths: list[str]):
+    """ESC-50 shards -> Ray Dataset of {key, wav (WAV bytes)} for the waveform extractors."""
+    from datasets.shards import read_shards
+
+    return read_shards(paths, None).map_batches(_keys_and_wavs, batch_size=32, batch_format="numpy")
 
 
 class ClipEmbeddings(InferenceActor):
-    """{key, logmel} -> {key, embedding} by a pluggable extractor (its weights come with it)."""
+    """{key, logmel} (waveform extractors: {key, wav}) -> {key, embedding} by a pluggable extractor (its
+    weights come with it)."""
 
     def __init__(self, kind: str, weights: str):
         super().__init__(functools.partial(load_extractor, kind, weights), None)
 
     def predict(self, batch: dict) -> dict:
-        emb = self.model.embed(torch.from_numpy(np.asarray(batch["logmel"], dtype=np.float32)))
+        rate = getattr(self.model, "sample_rate", None)
+        if rate is None:
+            emb = self.model.embed(torch.from_numpy(np.asarray(batch["logmel"], dtype=np.float32)))
+        else:   # clip by clip: clips of unequal length are embedded whole, never padded
+            emb = torch.cat([self.model.embed(_wave_at(key, wav, rate)[None])
+                             for key, wav in zip(batch["key"], batch["wav"])])
         return {"key": batch["key"], "embedding": emb.numpy()}
+
+
+def _wave_at(key: str, wav: bytes, rate: int) -> torch.Tensor:
+    """A shard sample's WAV bytes as a waveform at `rate` (torchaudio's band-limited resampling)."""
+    import torchaudio.functional as AF
+
+    from datasets.audio import decode_wav
+
+    samples, sr = decode_wav(wav)
+    if samples.ndim != 1:
+        raise ValueError(f"{key}: shard audio is not mono")
+    w = torch.from_numpy(samples)
+    return w if sr == rate else AF.resample(w, sr, rate)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trainers.config import config_hash, to_dict
-from trainers.esc50.audio import ClipEmbeddings, SoundTask, predict, sound_dataset
+from trainers.esc50.audio import WAVEFORM_EXTRACTORS, ClipEmbeddings, SoundTask, predict, sound_dataset, wave_dataset
 from trainers.esc50.vectors import VectorTask, confusion_matrix, predict_proba
 from trainers.features import LogMel
 from trainers.inference import embed_dataset
@@ -75,7 +75,22 @@ def train_audio_fold(cfg, model: str, aggregator: str, fold: int, paths: dict[in
     state, history = train_or_reuse(
         task, cfg.cnn_train, run_dir, run_name,
         lambda: sound_dataset(train_paths, front, agg, None, shuffle_seed=cfg.cnn_train.seed), scale, log)
+    record_train_folds(run_dir / "model.pt", train_folds)
     return {"task": task, "state": state["model"], "history": history, "front": front, "aggregator": agg}
+
+
+def record_train_folds(model_file: Path, folds: list[int]) -> None:
+    """Add the folds a model was trained on to its model.pt (also to one saved before folds were
+    recorded): used as an embedding extractor, it is refused for these test folds."""
+    import torch
+
+    from datasets.atomic import atomic_path
+
+    saved = torch.load(model_file, map_location="cpu", weights_only=True)
+    if saved.get("train_folds") != sorted(folds):
+        saved["train_folds"] = sorted(folds)
+        with atomic_path(model_file) as tmp:
+            torch.save(saved, tmp)
 
 
 def audio_runs(cfg, train_one, paths: dict[int, list[str]]) -> dict[int, dict]:
@@ -114,9 +129,10 @@ def clip_embeddings(cfg, paths: dict[int, list[str]]) -> dict:
     """{stem: embedding} of every clip by the pluggable extractor (Ray Data batch inference)."""
     a = cfg.audio
     every = [p for f in sorted(paths) for p in paths[f]]
-    return embed_dataset(sound_dataset(every, LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels), "sum", None),
-                         ClipEmbeddings, (cfg.embedding.kind, cfg.embedding.weights), len(every), cfg.scale.workers,
-                         batch_size=32)
+    ds = wave_dataset(every) if cfg.embedding.kind in WAVEFORM_EXTRACTORS \
+        else sound_dataset(every, LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels), "sum", None)
+    return embed_dataset(ds, ClipEmbeddings, (cfg.embedding.kind, cfg.embedding.weights), len(every),
+                         cfg.scale.workers, batch_size=32)
 
 
 def late_fusion(first: dict[int, dict], second: dict[int, dict]) -> dict[int, dict]:

@@ -14,7 +14,12 @@ from torch import nn
 
 from trainers.heads.base import Head, SoftmaxHead
 from trainers.heads.margin import ArcFaceHead, CosFaceHead, MarginScheduler
-from trainers.heads.mask_proxy import MaskProxyHead, MultinomialMaskProxyHead
+from trainers.heads.mask_proxy import (
+    LeaveOneOutMaskProxyHead,
+    LeaveOneOutMMPHead,
+    MaskProxyHead,
+    MultinomialMaskProxyHead,
+)
 from trainers.heads.sphereface import SphereFaceDetachedHead, SphereFaceHead, SphereFaceRHead
 from trainers.heads.sphereface2 import SphereFace2Head
 
@@ -31,6 +36,8 @@ HEADS: dict[str, type[Head]] = {
     "sphereface2": SphereFace2Head,
     "mask_proxy": MaskProxyHead, "mp": MaskProxyHead,
     "mmp": MultinomialMaskProxyHead, "multinomial_mask_proxy": MultinomialMaskProxyHead,
+    # this project's own leave-one-out variants, not the published losses (see mask_proxy.py)
+    "mask_proxy_loo": LeaveOneOutMaskProxyHead, "mmp_loo": LeaveOneOutMMPHead,
 }
 
 

@@ -1,56 +1,28 @@
-"""Mask Proxy (MP) and Multinomial Mask Proxy (MMP) heads (arXiv:2011.04491; official code
-jlian2/Masked-Proxy-Loss-for-Text-Indepedent-Speaker-Verification).
+"""Mask Proxy (MP) and Multinomial Mask Proxy (MMP) heads (arXiv:2011.04491).
 
-Both heads need P x K batches (P speakers, K utterances each; see `trainers.heads.pk_sampler`). They own
-class proxies W (num_classes x embed_dim), a learnable scale w (clamped to >= 1e-6) and bias b;
-a logit is w·cos(u, v) + b, as in GE2E / angular-prototypical losses. Note that b is added to
-every logit of each softmax alike, so it cancels in every cross-entropy (and in the multinomial
-term's differences): it is kept for the paper's logit form and for `logits()`, but it gets a zero
-gradient and never changes the loss.
+`mask_proxy` / `mp` and `mmp` / `multinomial_mask_proxy` are the losses of the official code,
+jlian2/Masked-Proxy-Loss-for-Text-Indepedent-Speaker-Verification: loss/mp_balance.py (MP_Balance)
+and loss/mmp_balance.py (MMP_Balance2). `mask_proxy_loo` and `mmp_loo` are this project's own
+leave-one-out variants (further below), kept for comparison; they are not the published method.
 
-Reading of the paper's definitions used here. The MP definition below is this module's reading of
-the paper's description, and the exact MMP terms are its concrete choice within "log-sum-exp over
-hard positive and negative entity pairs"; neither has been matched line by line against the
-official code (loss/mp_balance.py, loss/mmp_balance.py), which the project's issue 15 found to
-differ. Symbols are this module's:
+All need P x K batches (P >= 2 speakers, K >= 2 utterances each; `trainers.heads.pk_sampler`). Each
+head owns class proxies W (C x D), a learnable scale w and bias b; a logit is w·cos + b.
 
-  e_i        L2-normalised embedding of utterance i (speaker y_i). Centroids are means of the
-             normalised embeddings; cos() normalises the centroid again.
-  c_s        centroid of speaker s's K in-batch utterances:  c_s = mean_{j: y_j = s} e_j
-  c_s^(-i)   leave-one-out centroid of i's own speaker:      (K·c_s − e_i) / (K − 1)
-  M^(i)      the "masked" proxy matrix for query i: row j is
-                 c_j^(-i)  if j == y_i                (own speaker, query excluded)
-                 c_j       if j is another in-batch speaker
-                 W_j       otherwise                  (out-of-batch classes keep their proxies)
-  L_MP  = mean_i CE(w·cos(e_i, M^(i)) + b, y_i)
-        + λ · mean_{s in batch} CE(w·cos(c_s, W) + b, s)     (centroids vs learned proxies)
-
-  The first term is the "entity-based" part (in-batch speakers are represented by real data
-  points, so the query competes directly with other speakers' utterances) mixed with the
-  "proxy-based" part (the rest of the classes); the λ term is what trains W (the first term
-  never touches an in-batch proxy) and keeps the proxies aligned with the entities.
-
-  Proxy-only limit: with mask=False no row is replaced and
-      L = mean_i CE(w·cos(e_i, W) + b, y_i) + λ · (the same centroid term),
-  the plain proxy loss MP is built from (what "one utterance per speaker" leaves: with K = 1
-  there is no other utterance to stand in for the speaker, so only proxies remain; K = 1 itself is
-  refused, since the masked loss is undefined there). The masked loss equals this limit exactly
-  when every in-batch (leave-one-out) centroid points along its proxy, e.g. identical utterances
-  per speaker and W_s ∝ e_s: then M^(i) and W give the same cosines.
-  tests/test_proxy_heads.py checks that identity.
-
-  MMP (multinomial) adds, with weight `mmp_weight` (γ), a log-sum-exp term over the entity pairs
-  of the query, so the hardest pairs dominate:
-      P_i = {e_j : y_j = y_i, j != i}          (K−1 positive utterances: hard positive = least
-                                                similar one)
-      N_i = {e_j : y_j != y_i}                 (negative utterances of the other in-batch
-                                                speakers: hard negative = most similar one)
-      L_mult = mean_i log(1 + Σ_{n in N_i} exp(w·cos(e_i, n)) · Σ_{p in P_i} exp(−w·cos(e_i, p)))
-             = mean_i softplus(LSE_n w·cos(e_i, n) + LSE_p (−w·cos(e_i, p)))
-  (the bias b cancels in each difference w·cos_n + b − (w·cos_p + b)). With
-  `mmp_proxy_negatives=True` N_i also includes the out-of-batch proxies {W_j : j not in batch}
-  (the rows of M^(i) that were not masked), so query-vs-proxy negatives compete as well.
-  L_MMP = L_MP + γ · L_mult.  With P = 1 and no proxy negatives N_i is empty: the term is 0.
+Official forms. e = L2-normalised embeddings. Per speaker s of the batch (the reference's X[s, k]):
+  q_s   its first utterance in batch order (the query; pk_batches emits each speaker's K rows
+        together, so this is X[s, 0])
+  a_s   mean of its other K−1 utterances (the support centroid; NOT renormalised)
+  Ŵ_j   W_j / ‖W_j‖
+  reg   = mean_s CE(w·⟨a_s, Ŵ_t⟩ + b over t in batch, target s)  (P-way: centroids vs in-batch proxies)
+  L_MP  = mean_s CE(w·⟨q_s, M_j⟩ + b over j = 1..C, target s) + λ·reg,
+          M_j = a_j for in-batch speakers (the "mask"), Ŵ_j otherwise.
+  With c_s = a_s / ‖a_s‖ and LSE1(z) = log(1 + Σ exp z):
+  L_MMP = LSE1_s(−(w·⟨q_s, c_s⟩ + b))                  one term over the batch's positive pairs
+        + mean_s LSE1_{j not in batch}(w·⟨q_s, Ŵ_j⟩ + b)  query vs out-of-batch proxies
+        + mean_s LSE1_{t != s}(w·⟨q_s, c_t⟩ + b)          query vs the other speakers' centroids
+        + λ·reg.
+  b cancels in every cross-entropy (MP's loss never depends on it); in MMP it shifts the three
+  LSE1 terms. MMP_Balance2 writes w·cos − b with b = 5: that is b = −5 here.
 """
 from __future__ import annotations
 
@@ -76,6 +48,130 @@ def _k(k) -> int:
                          f"utterance for its own speaker's centroid), got k={k!r}")
     return int(k)
 
+
+class _PKHead(Head):
+    """What every Mask Proxy head shares: k, λ, proxies W, scale w, bias b and the P x K check."""
+
+    needs_pk_batches = True  # the trainer then feeds P x K batches (trainers.heads.pk_sampler)
+
+    def __init__(self, embed_dim: int, num_classes: int, k: int, lam: float, init_w: float,
+                 init_b: float):
+        super().__init__(embed_dim, num_classes)
+        self.k = _k(k)
+        self.lam = number("lam (λ)", lam, 0.0)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embed_dim))
+        self.w = nn.Parameter(torch.tensor(number("init_w", init_w, 0.0, low_open=True)))
+        self.b = nn.Parameter(torch.tensor(number("init_b", init_b, float("-inf"))))
+
+    def scale(self) -> torch.Tensor:
+        return self.w
+
+    def logits(self, x, y=None):
+        """Plain w·cos(x, W) + b over all classes (accuracy, eval)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return cosine_matrix(x.float(), self.weight.float(), scale=self.scale()) + self.b
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor, min_speakers: int = 1):
+        if x.dim() != 2 or x.shape[1] != self.embed_dim:
+            raise ValueError(f"expected embeddings (B, {self.embed_dim}), got {tuple(x.shape)}")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"expected labels (B,) with B={x.shape[0]}, got {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got range "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+        bad = counts != self.k
+        if y.numel() == 0 or bool(bad.any()):
+            detail = "empty batch" if y.numel() == 0 else (
+                f"label {int(classes[bad][0])} appears {int(counts[bad][0])} time(s)")
+            raise ValueError(f"{type(self).__name__} needs every batch grouped as P speakers x "
+                             f"K={self.k} utterances, but {detail}; {SAMPLER_HINT}")
+        if classes.numel() < min_speakers:
+            raise ValueError(f"{type(self).__name__} needs P >= {min_speakers} speakers per batch "
+                             f"(its losses contrast the in-batch speakers), got P={classes.numel()}")
+        return classes, inverse
+
+
+def _log1p_sum_exp(z: torch.Tensor) -> torch.Tensor:
+    """log(1 + Σ exp z) over the last dim, stably: logsumexp with a 0 logit prepended (−inf
+    entries drop out with a zero gradient)."""
+    return torch.logsumexp(F.pad(z, (1, 0)), dim=-1)
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    """At least float32 (autocast's half inputs are promoted; float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+class _Split(NamedTuple):
+    classes: torch.Tensor  # (P,) the batch's labels, sorted
+    q: torch.Tensor        # (P, D) unit query: each speaker's first utterance in batch order
+    a: torch.Tensor        # (P, D) mean of its other K−1 unit embeddings
+    proxies: torch.Tensor  # (C, D) unit proxies
+
+
+class MaskProxyHead(_PKHead):
+    """Mask Proxy loss as the official MP_Balance (module docstring): k >= 2 utterances per
+    speaker, lam λ >= 0 (the reference's 0.5), init_w > 0 and init_b (its 10 and −5)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, k: int = 2, lam: float = 0.5,
+                 init_w: float = 10.0, init_b: float = -5.0):
+        super().__init__(embed_dim, num_classes, k, lam, init_w, init_b)
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")  # the reference's init
+
+    def split(self, x: torch.Tensor, y: torch.Tensor) -> _Split:
+        classes, inverse = self._check(x, y, min_speakers=2)
+        e = F.normalize(_f32(x), dim=1)
+        # a stable sort keeps batch order within each speaker, so column 0 is its first utterance
+        rows = torch.argsort(inverse, stable=True).view(classes.numel(), self.k)
+        return _Split(classes, e[rows[:, 0]], e[rows[:, 1:]].mean(1),
+                      F.normalize(_f32(self.weight), dim=1))
+
+    def regularizer(self, s: _Split) -> torch.Tensor:
+        """P-way CE of the support centroids against the in-batch proxies (target: own speaker)."""
+        z = self.w * (s.a @ s.proxies[s.classes].t()) + self.b
+        return F.cross_entropy(z, torch.arange(z.shape[0], device=z.device))
+
+    def forward(self, x, y):
+        with torch.autocast(x.device.type, enabled=False):
+            s = self.split(x, y)
+            # the mask: in-batch speakers' proxy columns become the query's cosines to their
+            # (unnormalised, as in the reference) support centroids
+            cos = (s.q @ s.proxies.t()).index_copy(1, s.classes, s.q @ s.a.t())
+            loss = F.cross_entropy(self.w * cos + self.b, s.classes)
+            return loss + self.lam * self.regularizer(s)
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, k={self.k}, "
+                f"lam={self.lam:g}")
+
+
+class MultinomialMaskProxyHead(MaskProxyHead):
+    """Multinomial Mask Proxy loss as the official MMP_Balance2 (module docstring): no
+    cross-entropy on the queries, three log(1 + Σ exp) pair terms plus λ·regularizer."""
+
+    def forward(self, x, y):
+        with torch.autocast(x.device.type, enabled=False):
+            s = self.split(x, y)
+            c = F.normalize(s.a, dim=1)  # MMP renormalises the centroids (MP does not)
+            pos = self.w * (s.q * c).sum(1) + self.b
+            proxy_neg = (self.w * (s.q @ s.proxies.t()) + self.b).index_fill(1, s.classes, -torch.inf)
+            centroid_neg = (self.w * (s.q @ c.t()) + self.b).fill_diagonal_(-torch.inf)
+            return (_log1p_sum_exp(-pos) + _log1p_sum_exp(proxy_neg).mean()
+                    + _log1p_sum_exp(centroid_neg).mean() + self.lam * self.regularizer(s))
+
+
+# ---- this project's own leave-one-out variants (`mask_proxy_loo`, `mmp_loo`) -------------------
+# This project's own reading of the paper, before the official code was matched (issue 15); not
+# the published method. Every utterance i is a query; e_i unit embeddings of speaker y_i;
+#   c_s       centroid of speaker s's K utterances;  c_s^(-i) = (K·c_s − e_i)/(K − 1) (leave-one-out)
+#   M^(i)_j   = c_j^(-i) if j == y_i, c_j if j is another in-batch speaker, W_j otherwise
+#   L_MP_loo  = mean_i CE(w·cos(e_i, M^(i)) + b, y_i) + λ·mean_s CE(w·cos(c_s, W) + b, s)  (C-way)
+# (cos() renormalises centroids). mask=False keeps W in every row (the proxy-only form). b cancels
+# in every CE. The loo MMP adds γ (mmp_weight) times
+#   mean_i softplus(LSE_{n in N_i} w·cos(e_i, n) + LSE_{p in P_i} −w·cos(e_i, p)),
+# P_i = i's K−1 same-speaker utterances, N_i = the other speakers' utterances (plus the
+# out-of-batch proxies with mmp_proxy_negatives). w is clamped to >= 1e-6.
 
 class _CrossEntropy(torch.autograd.Function):
     """F.cross_entropy(z, y) (mean) whose backward turns the saved log-softmax into the gradient
@@ -162,27 +258,19 @@ class _Batch(NamedTuple):
     gram: torch.Tensor
 
 
-class MaskProxyHead(Head):
-    """Mask Proxy loss (see the module docstring for the exact definition).
+class LeaveOneOutMaskProxyHead(_PKHead):
+    """This project's leave-one-out Mask Proxy (`mask_proxy_loo`; definition above).
 
     k: utterances per speaker in every batch (>= 2); lam: weight λ >= 0 of the centroid-vs-proxy
     CE; init_w > 0, init_b: initial scale and bias (GE2E's 10, −5); mask=False gives the
     proxy-only form (no in-batch replacement)."""
 
-    needs_pk_batches = True  # the trainer then feeds P x K batches (trainers.heads.pk_sampler)
-
     def __init__(self, embed_dim: int, num_classes: int, k: int = 2, lam: float = 1.0,
                  init_w: float = 10.0, init_b: float = -5.0, mask: bool = True):
-        super().__init__(embed_dim, num_classes)
-        self.k = _k(k)
-        self.lam = number("lam (λ)", lam, 0.0)
-        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embed_dim))
+        super().__init__(embed_dim, num_classes, k, lam, init_w, init_b)
         nn.init.xavier_uniform_(self.weight)
-        self.w = nn.Parameter(torch.tensor(number("init_w", init_w, 0.0, low_open=True)))
-        self.b = nn.Parameter(torch.tensor(number("init_b", init_b, float("-inf"))))
         self.mask = bool(mask)
 
-    # ---- helpers -------------------------------------------------------------------------------
     def scale(self) -> torch.Tensor:
         return self.w.clamp(min=1e-6)
 
@@ -190,28 +278,6 @@ class MaskProxyHead(Head):
         """(B, C) w·cos(x_i, W_j), without the bias b (it cancels in every softmax).
         unit_x=False takes x as already unit-norm."""
         return cosine_matrix(x.float(), self.weight.float(), unit_x=unit_x, scale=self.scale())
-
-    def logits(self, x, y=None):
-        """Plain w·cos(x, W) + b over all classes (accuracy, eval)."""
-        with torch.autocast(x.device.type, enabled=False):
-            return self.proxy_logits(x) + self.b
-
-    def _check(self, x: torch.Tensor, y: torch.Tensor):
-        if x.dim() != 2 or x.shape[1] != self.embed_dim:
-            raise ValueError(f"expected embeddings (B, {self.embed_dim}), got {tuple(x.shape)}")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"expected labels (B,) with B={x.shape[0]}, got {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got range "
-                             f"[{int(y.min())}, {int(y.max())}]")
-        classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
-        bad = counts != self.k
-        if y.numel() == 0 or bool(bad.any()):
-            detail = "empty batch" if y.numel() == 0 else (
-                f"label {int(classes[bad][0])} appears {int(counts[bad][0])} time(s)")
-            raise ValueError(f"{type(self).__name__} needs every batch grouped as P speakers x "
-                             f"K={self.k} utterances, but {detail}; {SAMPLER_HINT}")
-        return classes, inverse
 
     def _parts(self, x, y) -> _Batch:
         classes, inverse = self._check(x, y)
@@ -262,8 +328,8 @@ class MaskProxyHead(Head):
                 f"lam={self.lam:g}, mask={self.mask}")
 
 
-class MultinomialMaskProxyHead(MaskProxyHead):
-    """MP + γ·(log-sum-exp over hard positive / hard negative entity pairs); see module docstring.
+class LeaveOneOutMMPHead(LeaveOneOutMaskProxyHead):
+    """This project's loo MP + γ·(log-sum-exp over entity pairs) (`mmp_loo`; definition above).
 
     mmp_weight: γ >= 0; mmp_proxy_negatives: also count the out-of-batch proxies as negatives of
     the multinomial term."""

@@ -6,9 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from trainers.heads.base import HypersphereHead
-from trainers.heads.ops import acos_safe, choice, number, target_column
+from trainers.heads.ops import choice, number, target_column
 
 
 def _sign_k(m_theta: torch.Tensor):
@@ -90,83 +91,129 @@ class SphereFaceHead(HypersphereHead):
                 f"lambda_min={self.lambda_min:g}, iter={self.iter}")
 
 
-class SphereFaceRHead(HypersphereHead):
-    """SphereFace-R (SphereFace Revived): one class for magnitude × feature normalization × CGD.
+# OpenSphere (commit 310d889) per feature normalization: H from its shipped config
+# (config/train/vggface2_sfnet20_spherefacer.yml), N and S from their head classes (no shipped config).
+# s is unused without FN; dm is unused with HFN (m is fixed there).
+_FN_DEFAULTS = {
+    "hfn": dict(magnitude="v2", s=60.0, m=1.4, lw=50.0, dm=0.0),
+    "none": dict(magnitude="v0", s=30.0, m=1.0, lw=1.0, dm=0.1),
+    "sfn": dict(magnitude="v0", s=30.0, m=1.0, lw=50.0, dm=1.5),
+}
+_COS_CLAMP = 1.0 - 1e-5  # OpenSphere clamps cos θ to ±(1 − 1e-5) before acos
+_V1_THETA_MAX = 3.14159  # and v1's mθ to [1e-5, 3.14159]
 
-    magnitude (the multiplicative margin m ≥ 1 as a function of θ):
+
+class SphereFaceRHead(HypersphereHead):
+    """SphereFace-R (SphereFace Revived, arXiv 2109.05565) as OpenSphere's SphereFaceR_H/_N/_S:
+    one class for magnitude × feature normalization × CGD.
+
+    magnitude (the multiplicative margin m ≥ 1 as a function of θ, θ = acos of cos θ clamped to
+    ±(1 − 1e-5)):
       v0: target ψ = (−1)^k cos(mθ_y) − 2k, k = ⌊mθ_y/π⌋ (m may be fractional)
-      v1: target ψ = cos(clamp(mθ_y, 1e-5, π))
+      v1: target ψ = cos(clamp(mθ_y, 1e-5, 3.14159))
       v2: target left at cos θ_y; every non-target j becomes cos(θ_j/m)
     The margined cosine is cos θ + d_θ with d_θ = ψ − cos θ, computed under no_grad when
     cgd=True (value of ψ, gradient of cos θ).
     fn (feature normalization):
       hfn:  logits = s·(cos θ + d_θ);   loss = lw·CE/s
-      none: logits = ‖x‖·(cos θ + d_θ); loss = lw·CE (no s: the scale is the learned ‖x‖);
-            `on_lr_step()` grows m by dm ("m grows at each LR step")
+      none: logits = ‖x‖·(cos θ + d_θ); loss = lw·CE (s unused: the scale is the learned ‖x‖)
       sfn:  logits = ‖x‖·(cos θ + d_θ); loss = lw·CE/s + t·mean|‖x‖ − s|
-    Defaults: magnitude v2, fn hfn, cgd, s=30, m=1.5, lw=1 (our HFN default; OpenSphere's
-    shipped config is s=60, m=1.4, v2, lw=50), t=0.01, dm=0.1. `logits(x)` without labels is the
-    un-margined scaled cosine.
+    With none and sfn, m = m₀ + dm·n_step: `on_lr_step()` (the trainer calls it at each LR
+    milestone) counts n_step. Arguments left None take OpenSphere's value for `fn`:
+      hfn: v2, s=60, m=1.4, lw=50 (its shipped config; the class defaults are v0, s=30, m=1.5)
+      none: v0, m₀=1, dm=0.1, lw=1;   sfn: v0, s=30, m₀=1, dm=1.5, lw=50, t=0.01.
+    renorm=True is OpenSphere's class-weight handling: xavier_normal init, rows renormalized in
+    place at each `forward`, whose cosine then uses W as it is (so W's gradient is not projected
+    onto the sphere); False: xavier_uniform, W normalized inside the cosine. `logits(x)` without
+    labels is the un-margined scaled cosine.
     """
 
     MAGNITUDES = ("v0", "v1", "v2")
     FNS = ("none", "hfn", "sfn")
 
-    def __init__(self, embed_dim: int, num_classes: int, magnitude: str = "v2", fn: str = "hfn",
-                 cgd: bool = True, s: float = 30.0, m: float = 1.5, lw: float = 1.0,
-                 t: float = 0.01, dm: float = 0.1):
+    def __init__(self, embed_dim: int, num_classes: int, magnitude: str | None = None,
+                 fn: str = "hfn", cgd: bool = True, s: float | None = None, m: float | None = None,
+                 lw: float | None = None, t: float = 0.01, dm: float | None = None,
+                 renorm: bool = True):
         super().__init__(embed_dim, num_classes)
-        self.magnitude = choice("magnitude", magnitude, self.MAGNITUDES)
         self.fn = choice("fn", fn, self.FNS)
+        default = _FN_DEFAULTS[self.fn]
+        self.magnitude = choice("magnitude", default["magnitude"] if magnitude is None else magnitude,
+                                self.MAGNITUDES)
         self.cgd = bool(cgd)
-        self.s = number("s", s, 0.0, low_open=True)
-        self.m = number("spherefacer m (multiplicative, >= 1)", m, 1.0, 16.0)
-        self.lw = number("lw", lw, 0.0, low_open=True)
+        self.s = number("s", default["s"] if s is None else s, 0.0, low_open=True)
+        self.m0 = number("spherefacer m (multiplicative, >= 1)", default["m"] if m is None else m,
+                         1.0, 16.0)
+        self.lw = number("lw", default["lw"] if lw is None else lw, 0.0, low_open=True)
         self.t = number("t", t, 0.0)
-        self.dm = number("dm", dm, 0.0)
+        self.dm = number("dm", default["dm"] if dm is None else dm, 0.0)
+        self.renorm = bool(renorm)
+        self.n_step = 0
+        if self.renorm:
+            nn.init.xavier_normal_(self.weight)
+
+    @property
+    def m(self) -> float:
+        """The margin now: m₀ + dm·n_step (only none and sfn count LR steps)."""
+        return self.m0 + self.dm * self.n_step
 
     def get_extra_state(self):
-        return {"m": self.m}  # m may have grown by on_lr_step
+        return {"n_step": self.n_step}  # m grows with the LR steps taken
 
     def set_extra_state(self, state):
-        self.m = float(state["m"])
+        self.n_step = int(state["n_step"])
 
     def on_lr_step(self) -> float:
-        """Called by the trainer at each LR step; with fn='none' m grows by dm. Returns m."""
-        if self.fn == "none":
-            self.m = self.m + self.dm
+        """Called by the trainer at each LR step; with fn 'none' or 'sfn' m grows by dm. Returns m."""
+        if self.fn != "hfn":
+            self.n_step += 1
         return self.m
 
     def margin_term(self, cos: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """d_θ: for v2, (B, K) from all cosines with 0 on the target column `idx`; for v0 and v1,
-        (B, 1) from the target cosines `cos` (B, 1)."""
+        """d_θ: for v2, (B, K) from all cosines; for v0 and v1, (B, 1) from the target cosines
+        `cos` (B, 1). Non-target d_θ of v0/v1 is 0 (OpenSphere's is clamp(cos θ) − cos θ: it
+        differs only where a non-target |cos θ| > 1 − 1e-5)."""
         m = self.m
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cgd):
-            if self.magnitude == "v2":  # non-targets only
-                d = (torch.cos(acos_safe(cos) / m) - cos).scatter(1, idx, 0.0)
+            if self.magnitude == "v2":  # non-targets cos(θ/m); the target keeps its clamped cos
+                c_y = target_column(cos, idx).clamp(-_COS_CLAMP, _COS_CLAMP)
+                # in place: one (B, K) temporary fewer (none of these outputs is saved for backward)
+                psi = torch.cos(torch.acos(cos.clamp(-_COS_CLAMP, _COS_CLAMP)) / m).scatter_(1, idx, c_y)
+                return psi.sub_(cos)
+            m_theta = m * torch.acos(cos.clamp(-_COS_CLAMP, _COS_CLAMP))
+            if self.magnitude == "v0":
+                k, sign = _sign_k(m_theta)
+                psi = sign * torch.cos(m_theta) - 2.0 * k
             else:
-                cos_y = cos
-                m_theta = m * acos_safe(cos_y)
-                if self.magnitude == "v0":
-                    k, sign = _sign_k(m_theta)
-                    psi = sign * torch.cos(m_theta) - 2.0 * k
-                else:
-                    psi = torch.cos(m_theta.clamp(1e-5, math.pi))
-                d = psi - cos_y
-        return d
+                psi = torch.cos(m_theta.clamp(1e-5, _V1_THETA_MAX))
+            return psi - cos
 
-    def _scale(self, x):
-        return self.s if self.fn == "hfn" else self.feature_norm(x)
+    def _cos(self, x, raw_w: bool):
+        """cos θ (B, K), or with raw_w (W's rows unit already) x̂·Wᵀ by plain autograd."""
+        if not raw_w:
+            return self.cosine(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.normalize(x.float(), dim=1) @ self.weight.float().t()
+
+    def _norm_cos(self, x, raw_w: bool):
+        if not raw_w:
+            return self.norm_cosine(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return x.float() @ self.weight.float().t(), self.feature_norm(x)
 
     def logits(self, x, y=None):
+        return self._logits(x, y, raw_w=False)
+
+    def _logits(self, x, y, raw_w: bool):
         idx = None if y is None else y.view(-1, 1).long()
         if self.fn != "hfn" and (y is None or self.magnitude != "v2"):  # ‖x‖ scale, target margin
-            xw, norm = self.norm_cosine(x)
+            xw, norm = self._norm_cos(x, raw_w)
             if y is None:
                 return xw
             d = self.margin_term(target_column(xw, idx) / norm, idx)
             return xw.scatter_add_(1, idx, norm * d)
-        cos, scale = self.cosine(x), self._scale(x)
+        cos = self._cos(x, raw_w)
+        scale = self.s if self.fn == "hfn" else self.feature_norm(x)
         if y is None:
             return scale * cos
         d = self.margin_term(cos if self.magnitude == "v2" else target_column(cos, idx), idx)
@@ -176,7 +223,13 @@ class SphereFaceRHead(HypersphereHead):
         return (scale * cos).scatter_add_(1, idx, scale * d)
 
     def forward(self, x, y):
-        ce = F.cross_entropy(self.logits(x, y), y)
+        if self.renorm:  # OpenSphere: w.data = normalize(w.data) before every loss
+            with torch.no_grad():  # in place: no K×D temporary
+                self.weight.div_(torch.linalg.vector_norm(self.weight, dim=1, keepdim=True)
+                                 .clamp_min(1e-12))
+        return self._loss(F.cross_entropy(self._logits(x, y, raw_w=self.renorm), y), x)
+
+    def _loss(self, ce: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.fn == "hfn":
             return self.lw * ce / self.s
         if self.fn == "none":
@@ -186,15 +239,22 @@ class SphereFaceRHead(HypersphereHead):
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
                 f"magnitude={self.magnitude}, fn={self.fn}, cgd={self.cgd}, s={self.s:g}, "
-                f"m={self.m:g}, lw={self.lw:g}, t={self.t:g}, dm={self.dm:g}")
+                f"m={self.m:g}, lw={self.lw:g}, t={self.t:g}, dm={self.dm:g}, renorm={self.renorm}")
 
 
 class SphereFaceDetachedHead(SphereFaceRHead):
-    """The detached SphereFace (OpenSphere's SphereFace with CGD): a preset of SphereFace-R with
-    magnitude v0, hard feature normalization, cgd, loss weight 1 — logits s·(cos θ + d_θ),
-    loss = CE(logits)/s·lw. Defaults s=30, m=1.5 (the SphereFace-R paper, arXiv 2109.05565: m 1.5–1.7)."""
+    """The detached SphereFace, as OpenSphere's `SphereFace` head (A-Softmax's ψ with CGD):
+    SphereFace-R's v0 magnitude with hard feature normalization, logits s·(cos θ + d_θ), and
+    loss = plain CE of them (no lw/s). Defaults OpenSphere's: s=30, m=1.5, renorm=True."""
 
     def __init__(self, embed_dim: int, num_classes: int, s: float = 30.0, m: float = 1.5,
-                 lw: float = 1.0):
+                 renorm: bool = True):
         super().__init__(embed_dim, num_classes, magnitude="v0", fn="hfn", cgd=True, s=s, m=m,
-                         lw=lw)
+                         renorm=renorm)
+
+    def _loss(self, ce, x):
+        return ce
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, s={self.s:g}, "
+                f"m={self.m:g}, renorm={self.renorm}")

@@ -19,12 +19,13 @@ from trainers.loop import train_or_reuse
 from trainers.plots import plot_activity, plot_training_curves
 from trainers.resources import in_parallel, parallel_runs_scale
 from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
-from trainers.sed.task import SEDTask, predict, sed_dataset
+from trainers.sed.task import SEDTask, feature_stats, predict, sed_dataset
 
 # name -> what the variant changes in the model section (`full` is the paper's system)
 ABLATIONS = {
     "full": {},
     "no_aux": {"aux_decoder": False},
+    "two_step_scalar": {"pooling": "two_step_scalar"},
     "time_attention": {"pooling": "time_attention"},
     "average": {"pooling": "average"},
     "max": {"pooling": "max"},
@@ -32,13 +33,31 @@ ABLATIONS = {
 
 
 def front_end(cfg):
-    return LogMel(cfg.data.sample_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.n_mels)
+    return LogMel(cfg.data.sample_rate, cfg.data.n_fft, cfg.data.hop, cfg.data.n_mels, cfg.data.front_end)
 
 
-def make_task(cfg, num_classes: int, ablation: str = "full"):
+def make_task(cfg, num_classes: int, ablation: str = "full", stats: dict | None = None):
+    """The task of one ablation; `stats` (of `feature_stats`, for one test fold) gives the clip length
+    and the z-score statistics; without it (config validation) a 1-frame placeholder."""
+    stats = stats or {"n_frames": 1, "mean": None, "std": None}
     return SEDTask(num_classes=num_classes, n_mels=cfg.data.n_mels,
                    model={**to_dict(cfg.model), **ABLATIONS[ablation]}, batch_size=cfg.train.batch_size,
-                   shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed)
+                   shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed, n_frames=stats["n_frames"],
+                   feature_mean=stats["mean"], feature_std=stats["std"])
+
+
+def fold_stats(cfg, paths: list[str]) -> dict[int, dict]:
+    """`feature_stats` of every test fold, checked before any training starts."""
+    fixed = any({**to_dict(cfg.model), **ABLATIONS[a]}["pooling"] == "two_step" for a in cfg.ablations)
+    try:
+        stats = feature_stats(paths, front_end(cfg), cfg.test_folds, cfg.data.folds, cfg.data.val_fraction, fixed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for fold, s in stats.items():
+        if s["n_val"] == 0:
+            raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} leaves no validation mixtures in the "
+                              f"training folds of test fold {fold}: raise it")
+    return stats
 
 
 def score_clips(rows: list[dict], classes: list[str], hop_s: float, ev) -> dict:
@@ -53,9 +72,10 @@ def score_clips(rows: list[dict], classes: list[str], hop_s: float, ev) -> dict:
 
 
 def train_fold(cfg, ablation: str, fold: int, paths: list[str], classes: list[str], digest: str,
-               run_dir: Path, scale, log) -> dict:
-    """Train on every fold but `fold` (or reuse the finished run); {state, history, train_time_s}."""
-    task = make_task(cfg, len(classes), ablation)
+               run_dir: Path, scale, log, stats: dict) -> dict:
+    """Train on every fold but `fold` (or reuse the finished run), lr on plateau and best epoch by the
+    validation share of those folds; {state, history, train_time_s}."""
+    task = make_task(cfg, len(classes), ablation, stats)
     train_folds = [f for f in range(1, cfg.data.folds + 1) if f != fold]
     run_dir.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("tau", "fsd")}   # the shards' digest covers them
@@ -63,15 +83,19 @@ def train_fold(cfg, ablation: str, fold: int, paths: list[str], classes: list[st
     t0 = time.perf_counter()
     state, history = train_or_reuse(
         task, cfg.train, run_dir, run_name,
-        lambda: sed_dataset(paths, front_end(cfg), classes, train_folds, shuffle_seed=cfg.train.seed), scale, log)
-    return {"state": state["model"], "history": history, "train_time_s": time.perf_counter() - t0}
+        lambda: sed_dataset(paths, front_end(cfg), classes, train_folds, shuffle_seed=cfg.train.seed,
+                            part="train", val_fraction=cfg.data.val_fraction), scale, log,
+        val_ds_fn=lambda: sed_dataset(paths, front_end(cfg), classes, train_folds, part="val",
+                                      val_fraction=cfg.data.val_fraction))
+    return {"state": state["model"], "best_epoch": state.get("best_epoch"), "history": history,
+            "train_time_s": time.perf_counter() - t0}
 
 
 def evaluate_fold(cfg, ablation: str, snr, fold: int, paths: list[str], classes: list[str], trained: dict,
-                  run_dir: Path, log, untrained: bool) -> dict:
+                  run_dir: Path, log, untrained: bool, stats: dict) -> dict:
     """Metrics of the trained model (and, if `untrained`, of the same initial weights untrained) on
     fold `fold`; activity and training PNGs."""
-    task = make_task(cfg, len(classes), ablation)
+    task = make_task(cfg, len(classes), ablation, stats)
     test = sed_dataset(paths, front_end(cfg), classes, [fold])
     hop_s = cfg.data.hop / cfg.data.sample_rate
     results = {}
@@ -85,11 +109,13 @@ def evaluate_fold(cfg, ablation: str, snr, fold: int, paths: list[str], classes:
                 plot_activity(r["logmel"], r["frames"], r["frame"], classes, hop_s,
                               run_dir / "plots" / f"activity_{r['key'].replace('/', '_')}.png",
                               title=f"{r['key']} ({ablation}, SNR {snr} dB)", threshold=cfg.eval.threshold)
-    plot_training_curves(trained["history"], run_dir / "plots" / "training.png", keys=("loss", "acc", "lr"))
+    plot_training_curves(trained["history"], run_dir / "plots" / "training.png",
+                         keys=("loss", "acc", "val_micro_ap", "lr"))
     log(f"[sed] SNR {snr} dB, {ablation}, test fold {fold}: macro-AP {results['trained']['macro_ap']:.3f}, "
         f"segment F1 {results['trained']['segment_f1']:.3f}"
         + (f" (untrained macro-AP {results['untrained']['macro_ap']:.3f})" if untrained else ""))
-    return {**results, "train_time_s": trained["train_time_s"], "history": trained["history"]}
+    return {**results, "best_epoch": trained["best_epoch"], "train_time_s": trained["train_time_s"],
+            "history": trained["history"]}
 
 
 def mean_over_folds(per_fold: dict[int, dict], system: str) -> dict:
@@ -108,12 +134,13 @@ def train_and_evaluate(cfg, shards: Path, classes: list[str], digests: dict, out
     runs, table = {}, {}
     for snr in cfg.snrs:
         paths = shard_paths(shards / f"snr{snr}")
+        stats = fold_stats(cfg, paths)
         for ablation in cfg.ablations:
             dirs = {f: out / f"snr{snr}" / ablation / f"fold{f}" for f in cfg.test_folds}
             trained = in_parallel(lambda f: train_fold(cfg, ablation, f, paths, classes, digests[f"snr{snr}"],
-                                                              dirs[f], scale, log), cfg.test_folds)
+                                                              dirs[f], scale, log, stats[f]), cfg.test_folds)
             per_fold = {f: evaluate_fold(cfg, ablation, snr, f, paths, classes, trained[f], dirs[f], log,
-                                         untrained=ablation == cfg.ablations[0])
+                                         untrained=ablation == cfg.ablations[0], stats=stats[f])
                         for f in cfg.test_folds}
             runs[f"snr{snr}/{ablation}"] = per_fold
             table.setdefault(snr, {})[ablation] = {**mean_over_folds(per_fold, "trained"), "folds": len(per_fold)}

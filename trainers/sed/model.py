@@ -1,8 +1,10 @@
-"""Weakly-supervised sound event detection model (arXiv 2106.06858): a CNN without pooling keeps the full
-time x frequency resolution, a 1x1 conv gives a class map (B, C, T, F), and a pooling turns it into
+"""Weakly-supervised sound event detection model (arXiv 2106.06858, as its official code
+soham97/MTL_Weakly_labelled_audio_data): a CNN whose blocks end in a stride-1 3x3 average pool keeps the
+full time x frequency resolution, a 1x1 conv gives a class map (B, C, T, F), and a pooling turns it into
 frame-level activity (B, C, T) and clip probabilities (B, C) that are trained on clip (weak) labels
-only. An optional auxiliary decoder reconstructs the input log-mel from the encoder's last feature
-map; its MSE, weighted by alpha, is added to the clip BCE.
+only. An optional auxiliary decoder reconstructs the (z-scored) input log-mel from the encoder's last
+feature map; its MSE, weighted by alpha, is added to the clip BCE. The model z-scores its input with
+per-mel-bin statistics of the training folds, kept as buffers so that a saved model scores with them.
 """
 from __future__ import annotations
 
@@ -13,15 +15,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-POOLINGS = ("two_step", "time_attention", "average", "max")
+POOLINGS = ("two_step", "two_step_scalar", "time_attention", "average", "max")
 _EPS = 1e-7  # probability clamp for BCE: log(1e-7) is finite in float32
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """Two 3x3 conv + BN + ReLU at unchanged resolution (no bias: BN's shift replaces it)."""
+    """Two 3x3 conv + BN + ReLU, then a 3x3 average pool of stride 1: resolution unchanged (no bias:
+    BN's shift replaces it)."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.AvgPool2d(3, stride=1, padding=1))
+
+
+def _he_uniform(module: nn.Module) -> None:
+    """The official init of convolutions: uniform(+-sqrt(6 / fan_in)), zero bias."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def _positive_int(name: str, value) -> int:
@@ -43,12 +55,28 @@ class FrequencyAttention(nn.Module):
         return (torch.sigmoid(self.cla(x)) * torch.softmax(self.att(x), dim=-1)).sum(-1)
 
 
-class TimeAttention(nn.Module):
-    """Clip probability (B, C) = sum_T softmax_T(a_k u) * sigmoid(c_k u + d_k) over frame logits u (B, C, T).
+class FrameAttention(nn.Module):
+    """The official time step: clip probability (B, C) = sum_T sigmoid(Linear_T(p)) * softmax_T(Linear'_T(p))
+    over frame probabilities p (B, C, T). Linear(T, T) mixes frames, so the clip length is fixed."""
 
-    The official model uses Linear(T, T) here, which fixes the clip length; per-class scalars work for
-    any T. The attention has no bias because softmax is shift-invariant. Initialized a = c = 1, d = 0:
-    at the start the clip probability is a softmax(u)-weighted mean of the frame probabilities sigmoid(u),
+    def __init__(self, n_frames: int):
+        super().__init__()
+        self.n_frames = n_frames
+        self.cla = nn.Linear(n_frames, n_frames)
+        self.att = nn.Linear(n_frames, n_frames)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        if p.shape[-1] != self.n_frames:
+            raise ValueError(f"the two_step time attention was built for {self.n_frames} frames, got "
+                             f"{p.shape[-1]}: every clip must have the same length (or use two_step_scalar)")
+        return (torch.sigmoid(self.cla(p)) * torch.softmax(self.att(p), dim=-1)).sum(-1)
+
+
+class TimeAttention(nn.Module):
+    """This project's length-free time step: clip probability (B, C) = sum_T softmax_T(a_k u) *
+    sigmoid(c_k u + d_k) over frame logits u (B, C, T), with per-class scalars a, c, d, so any T works.
+    The attention has no bias because softmax is shift-invariant. Initialized a = c = 1, d = 0: at the
+    start the clip probability is a softmax(u)-weighted mean of the frame probabilities sigmoid(u),
     between average and max pooling, instead of a random per-class mapping Adam would need many steps
     to undo."""
 
@@ -67,17 +95,20 @@ class SEDModel(nn.Module):
     """Encoder (channels 1 -> w -> 2w -> 4w -> 8w, w = width; 32 is the paper's) -> class map -> pooling.
 
     Poolings (frame activity (B, C, T); clip probability (B, C)):
-      two_step        FrequencyAttention; TimeAttention on the logit of that activity
+      two_step        the official: FrequencyAttention; FrameAttention (Linear(T, T)) on that activity;
+                      needs n_frames, the clip length in frames
+      two_step_scalar this project's: FrequencyAttention; TimeAttention on the logit of that activity
       time_attention  sigmoid of the class map averaged over F; TimeAttention on that average
       average         sigmoid(class map) averaged over F; clip = its mean over T
       max             sigmoid(class map) max over F; clip = its max over T
     `forward(logmel, weak)` returns (loss, number of clips whose thresholded prediction is exactly the
-    label vector, batch size) for the training loop. Input log-mels (B, T, F) are normalized by the
-    caller.
+    label vector, batch size) for the training loop. Input log-mels (B, T, F) are z-scored here with
+    feature_mean / feature_std (per mel bin; default 0 / 1).
     """
 
     def __init__(self, num_classes: int, n_mels: int = 64, width: int = 32, pooling: str = "two_step",
-                 aux_decoder: bool = True, alpha: float = 0.001):
+                 aux_decoder: bool = True, alpha: float = 0.001, n_frames: int | None = None,
+                 feature_mean=None, feature_std=None):
         super().__init__()
         self.num_classes = _positive_int("num_classes", num_classes)
         self.n_mels = _positive_int("n_mels", n_mels)
@@ -91,27 +122,42 @@ class SEDModel(nn.Module):
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
         self.pooling = pooling
+        if pooling == "two_step":
+            n_frames = _positive_int("n_frames (frames per clip, for the two_step time attention)", n_frames)
+        self.register_buffer("feature_mean", torch.zeros(self.n_mels) if feature_mean is None
+                             else torch.as_tensor(feature_mean, dtype=torch.float32).reshape(self.n_mels))
+        self.register_buffer("feature_std", torch.ones(self.n_mels) if feature_std is None
+                             else torch.as_tensor(feature_std, dtype=torch.float32).reshape(self.n_mels))
 
         chans = [1, width, 2 * width, 4 * width, 8 * width]
         self.encoder = nn.Sequential(*(_conv_block(a, b) for a, b in zip(chans, chans[1:])))
         self.classifier = nn.Conv2d(chans[-1], self.num_classes, 1)
         self.decoder = None
         if aux_decoder:
-            back = chans[:0:-1]  # 8w, 4w, 2w, w
-            self.decoder = nn.Sequential(*(_conv_block(a, b) for a, b in zip(back, back[1:])),
-                                         nn.Conv2d(width, 1, 1))
-        self.freq_att = FrequencyAttention(self.n_mels) if pooling == "two_step" else None
-        self.time_att = TimeAttention(self.num_classes) if pooling in ("two_step", "time_attention") else None
+            back = chans[:0:-1] + [1]  # 8w, 4w, 2w, w, 1
+            # as the official decoder, the last block too ends in BN + ReLU (+ pool): its output is >= 0
+            self.decoder = nn.Sequential(*(_conv_block(a, b) for a, b in zip(back, back[1:])))
+        self.apply(_he_uniform)
+        self.freq_att = FrequencyAttention(self.n_mels) if pooling.startswith("two_step") else None
+        self.time_att = (FrameAttention(n_frames) if pooling == "two_step"
+                         else TimeAttention(self.num_classes) if pooling in ("two_step_scalar", "time_attention")
+                         else None)
 
-    def _features(self, logmel: torch.Tensor) -> torch.Tensor:
+    def normalize(self, logmel: torch.Tensor) -> torch.Tensor:
         if logmel.dim() != 3 or logmel.shape[-1] != self.n_mels:
             raise ValueError(f"log-mel must be (batch, frames, {self.n_mels} mel bins), got {tuple(logmel.shape)}")
-        return self.encoder(logmel.unsqueeze(1))
+        return (logmel - self.feature_mean) / self.feature_std
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.unsqueeze(1))
 
     def _pool(self, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(clip (B, C), frame (B, C, T)) in [0, 1] from the class map (B, C, T, F). The clamps only
         undo rounding: each pooling is in [0, 1] by construction."""
         if self.pooling == "two_step":
+            frame = self.freq_att(class_map)
+            clip = self.time_att(frame)
+        elif self.pooling == "two_step_scalar":
             frame = self.freq_att(class_map)
             clip = self.time_att(torch.logit(frame, eps=1e-6))
         elif self.pooling == "time_attention":
@@ -127,22 +173,23 @@ class SEDModel(nn.Module):
 
     def predict(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(clip probabilities (B, C), frame probabilities (B, T, C)); no_grad is the caller's choice."""
-        clip, frame = self._pool(self.classifier(self._features(logmel)))
+        clip, frame = self._pool(self.classifier(self._features(self.normalize(logmel))))
         return clip, frame.transpose(1, 2)
 
     def reconstruct(self, logmel: torch.Tensor) -> torch.Tensor:
-        """The auxiliary decoder's reconstruction (B, T, F) of the input log-mel."""
+        """The auxiliary decoder's reconstruction (B, T, F) of the z-scored input log-mel."""
         if self.decoder is None:
             raise RuntimeError("this SEDModel was built with aux_decoder=False")
-        return self.decoder(self._features(logmel)).squeeze(1)
+        return self.decoder(self._features(self.normalize(logmel))).squeeze(1)
 
     def forward(self, logmel: torch.Tensor, weak: torch.Tensor):
-        h = self._features(logmel)
+        x = self.normalize(logmel)
+        h = self._features(x)
         clip, _ = self._pool(self.classifier(h))
         target = weak.float()
         loss = clip_bce(clip, target)
         if self.decoder is not None:
-            loss = loss + self.alpha * F.mse_loss(self.decoder(h).squeeze(1).float(), logmel.float())
+            loss = loss + self.alpha * F.mse_loss(self.decoder(h).squeeze(1).float(), x.float())
         with torch.no_grad():
             correct = ((clip.detach() > 0.5) == (target > 0.5)).all(dim=1).sum()
         return loss, correct, logmel.shape[0]
