@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
-.PHONY: venv demo test test-fast lint system-data bench compare-heads sed-demo semiweak-demo clean
+.PHONY: venv demo test test-fast lint system-data bench compare-heads speaker-augment sed-demo semiweak-demo clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ system-data:
 
 compare-heads: $(STAMP)
 	$(PY) workflows/speaker.py --compare-heads --out runs/compare-heads
+
+# Speaker augmentation measured on Debian's recorded TTS voices (docs/speaker.md): without, then with WeSpeaker's
+# augmentation (speed perturbation, MUSAN-layout noise, RIRS_NOISES-layout reverberation). EPOCHS=30 for the longer run.
+EPOCHS ?= 12
+speaker-augment: $(STAMP)
+	$(PY) scripts/speaker_voices.py --out runs/tts --fetch-sounds
+	$(PY) workflows/speaker.py --data runs/tts/voxceleb1 --out runs/tts-clean-$(EPOCHS) --set data.shards=runs/tts-shards \
+	    --set train.epochs=$(EPOCHS)
+	$(PY) workflows/speaker.py --data runs/tts/voxceleb1 --out runs/tts-aug-$(EPOCHS) --set data.shards=runs/tts-shards \
+	    --set train.epochs=$(EPOCHS) --set augment.speed_perturb=true --musan runs/tts/musan --rirs runs/tts/RIRS_NOISES
 
 sed-demo: $(STAMP)
 	$(PY) workflows/sed.py --out runs/sed-demo

@@ -8,7 +8,9 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 os.environ.setdefault("RAY_ACCEPT_CALLABLE_ON_FUNCTION", "1")
 # a stalled Ray Data pipeline fails the test in 10 minutes instead of Ray's default 30
@@ -113,3 +115,26 @@ def unrelated_ray():
         proc.kill()
         time.sleep(1)
         kill_marked(marker)
+
+
+def write_wav(path, x, sr=16000):
+    """A 16-bit PCM wav (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.asarray(x, dtype=np.float32), sr, subtype="PCM_16")
+
+
+def write_augment_sources(root, seed=0, sr=16000):
+    """MUSAN and RIRS_NOISES trees as openslr.org/17 and /28 ship them (a few files each)."""
+    rng = np.random.default_rng(seed)
+    musan = root / "musan"
+    write_wav(musan / "noise" / "free-sound" / "noise-free-sound-0000.wav", 0.3 * rng.standard_normal(3 * sr))
+    write_wav(musan / "music" / "fma" / "music-fma-0000.wav", 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr))
+    write_wav(musan / "speech" / "librivox" / "speech-librivox-0000.wav", 0.2 * rng.standard_normal(sr // 2))
+    (musan / "noise" / "free-sound" / "ANNOTATIONS").write_text("noise-free-sound-0000 ...\n")
+    rirs = root / "RIRS_NOISES"
+    for size in ("smallroom", "largeroom"):
+        t = np.arange(sr // 2) / sr
+        write_wav(rirs / "simulated_rirs" / size / "Room001" / "Room001-00001.wav",
+             0.5 * rng.standard_normal(len(t)) * np.exp(-6.9 * t / 0.3))
+    write_wav(rirs / "pointsource_noises" / "noise-free-sound-0001.wav", rng.standard_normal(sr))   # not an RIR
+    return musan, rirs

@@ -1,7 +1,10 @@
-"""Fixed seeds on CPU: two trainings from scratch on the same shards give the same metrics."""
+"""Fixed seeds on CPU: two trainings from scratch on the same shards give the same metrics, with every
+speaker augmentation on (speed perturbation, MUSAN noise, RIRs, SpecAugment: the most random path)."""
 import shutil
 
 import pytest
+import torch
+from conftest import write_augment_sources
 
 from trainers.config import load_config
 from workflows.speaker import SpeakerConfig, run
@@ -10,9 +13,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_same_seed_same_metrics(ray_local, tmp_path):
+    musan, rirs = write_augment_sources(tmp_path / "sources")
     cfg = load_config(SpeakerConfig, None, ["train.epochs=2", "data.samples_per_shard=16", "demo.n_train_speakers=12",
-                                            "demo.n_test_speakers=4", "model.encoder_args={hid_dim: 64}"])
+                                            "demo.n_test_speakers=4", "model.encoder_args={hid_dim: 64}",
+                                            "augment.speed_perturb=true", f"augment.musan={musan}",
+                                            f"augment.rirs={rirs}", "augment.spec_aug=true"])
     first = run(cfg, tmp_path, log=print)
+    model = torch.load(tmp_path / "model.pt", weights_only=True)["state"]["model"]
+    assert model["head.weight"].shape[0] == 3 * 12          # speed-perturbed utterances are new speakers
     for stale in ("model.pt", "checkpoints"):  # keep corpus and shards, train again from scratch
         path = tmp_path / stale
         path.unlink() if path.is_file() else shutil.rmtree(path)

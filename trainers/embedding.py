@@ -30,7 +30,10 @@ class EmbeddingModel(nn.Module):
 class HeadTask:
     """Mixin for a TrainTask dataclass with fields `head` (config dict with "name"), `embed_dim`,
     `num_classes`, `batch_size`, `shuffle_buffer`, `seed`, `pk` (K for P x K heads, else None),
-    `margin_warmup` ((start, fix) epochs or None) and a `build_encoder()` method."""
+    `margin_warmup` ((start, fix) epochs or None) and a `build_encoder()` method. `input_column` names the
+    dataset column a training sample comes from."""
+
+    input_column = "feats"
 
     def build_model(self) -> nn.Module:
         kwargs = {k: v for k, v in self.head.items() if k != "name"}
@@ -49,9 +52,10 @@ class HeadTask:
         if self.pk is None:
             yield from stream
             return
-        rows = ((label, feats) for b in stream for feats, label in zip(b["feats"], b["label"]))
+        col = self.input_column
+        rows = ((label, x) for b in stream for x, label in zip(b[col], b["label"]))
         for group in pk_batches(rows, self.batch_size // self.pk, self.pk, int(rng.integers(2**31))):
-            yield {"label": np.array([label for label, _ in group]), "feats": [feats for _, feats in group]}
+            yield {"label": np.array([label for label, _ in group]), col: [x for _, x in group]}
 
     def on_epoch_start(self, model: EmbeddingModel, epoch: int) -> dict[str, float]:
         if self.margin_warmup is None or model.final_margin is None:

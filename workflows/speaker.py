@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
+from trainers.speaker.augment import AugmentConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
@@ -79,6 +80,7 @@ class SpeakerConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     head: dict = dataclasses.field(default_factory=lambda: {"name": "arcface"})
     margin: MarginConfig = dataclasses.field(default_factory=MarginConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)   # off in the demo; on in recipes
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(epochs=12, batch_size=32, lr=2e-3,
                                                                             final_lr=2e-4))
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
@@ -87,16 +89,18 @@ class SpeakerConfig:
 
 
 def make_task(cfg: SpeakerConfig, num_classes: int):
+    """The training task for `num_classes` training speakers (3x as many classes with speed perturbation)."""
     from trainers.heads import pk_group_size
+    from trainers.speaker.augment import SPEEDS
     from trainers.speaker.task import FrontEnd, SpeakerTask
 
     return SpeakerTask(
         encoder=cfg.model.encoder, encoder_args=dict(cfg.model.encoder_args), embed_dim=cfg.model.embed_dim,
-        head=dict(cfg.head), num_classes=num_classes,
+        head=dict(cfg.head), num_classes=num_classes * (len(SPEEDS) if cfg.augment.speed_perturb else 1),
         front=FrontEnd(cfg.data.sample_rate, cfg.data.num_mel_bins), batch_size=cfg.train.batch_size,
         num_frames=cfg.data.num_frames, shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed,
         margin_warmup=(cfg.margin.start_epoch, cfg.margin.fix_epoch) if cfg.margin.warmup else None,
-        pk=pk_group_size(cfg.head))
+        pk=pk_group_size(cfg.head), augment=cfg.augment)
 
 
 def validate(cfg: SpeakerConfig) -> None:
@@ -106,6 +110,7 @@ def validate(cfg: SpeakerConfig) -> None:
     common.require_positive(cfg, "data.sample_rate", "data.num_mel_bins", "data.num_frames", "data.samples_per_shard",
                             "data.shuffle_buffer", "model.embed_dim")
     common.checked(lambda: validate_head_config(cfg, make_task, "utterances per speaker"))
+    common.checked(cfg.augment.validate)
 
 
 def corpus_root(cfg: SpeakerConfig, out: Path, log) -> Path:
@@ -159,6 +164,10 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     missing = sorted(set(wanted) - set(layout.trials))
     if missing:
         raise ConfigError(f"data.trials names {missing}, not found beside {root} (found {sorted(layout.trials)})")
+    if cfg.augment.enabled:
+        a = cfg.augment
+        log(f"[augment] speed perturbation {'on' if a.speed_perturb else 'off'}, noise from {a.musan or '(none)'}, "
+            f"reverberation from {a.rirs or '(none)'}, SpecAugment {'on' if a.spec_aug else 'off'}")
     init_ray(log)
 
     t0 = time.perf_counter()
@@ -189,7 +198,7 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     state, history = train_or_reuse(
         task, cfg.train, out, run_name,
         lambda: feature_dataset(train_paths, task.front, shuffle_seed=cfg.train.seed, speakers=held_out,
-                                exclude=True), cfg.scale, log, val, callbacks)
+                                exclude=True, waveform=cfg.augment.on_waveform), cfg.scale, log, val, callbacks)
     train_time = time.perf_counter() - t0
 
     systems = scored_systems(task, state["model"], cfg.train.seed, untrained=cfg.eval.score_untrained)
@@ -265,6 +274,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder", help="model.encoder (tdnn, resnet34, ...)")
     p.add_argument("--head", help="head.name (softmax, arcface, ...); its keyword arguments via --set head.m=0.2")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (listed in the manifest)")
+    p.add_argument("--musan", type=Path, help="augment.musan: MUSAN root, additive noise for training crops")
+    p.add_argument("--rirs", type=Path, help="augment.rirs: RIRS_NOISES root, reverberation for training crops")
     p.add_argument("--compare-heads", nargs="?", const="all", metavar="H1,H2",
                    help="train each head (default: every registered one) with the same budget; writes "
                         "compare_heads.md/.json and plots/det_heads.png")
@@ -276,7 +287,7 @@ def overrides_of(args: argparse.Namespace) -> list:
     return common.shorthand_overrides(args, common.literal_overrides(**{
         "data.root": args.data, "model.encoder": args.encoder,
         "head": {"name": args.head} if args.head else None,   # a new head drops the old one's keywords
-        "data.skip_bad": args.skip_bad or None}))
+        "data.skip_bad": args.skip_bad or None, "augment.musan": args.musan, "augment.rirs": args.rirs}))
 
 
 def main(argv=None) -> int:

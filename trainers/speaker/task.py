@@ -4,6 +4,8 @@ Fbank is computed on the full utterance inside Ray Data (parallel CPU tasks, pre
 trainer computes); the random 200-frame crop and per-crop mean normalization happen in the
 training worker with a seeded RNG per (seed, epoch, rank). Cropping the fbank is equivalent to
 taking the fbank of the cropped waveform (away from its edges), and keeps crops reproducible.
+With waveform augmentation (speed, reverberation, noise: trainers/speaker/augment.py) Ray Data only
+decodes, and the worker crops, augments and computes the crop's fbank.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from trainers.embedding import HeadTask
 from trainers.encoders import build_encoder
 from trainers.features import crop_batch, fbank, mean_normalize
 from trainers.inference import InferenceActor, embed_dataset
+from trainers.speaker.augment import SPEEDS, AugmentConfig, CropAugmenter, spec_augment
 
 
 @dataclasses.dataclass
@@ -27,10 +30,11 @@ class FrontEnd:
 
 
 class FbankBatch:
-    """Ray Data `map_batches` UDF: wav bytes -> full-utterance fbank (T, num_mel_bins) float32."""
+    """Ray Data `map_batches` UDF: wav bytes -> full-utterance fbank (T, num_mel_bins) float32 as "feats", or
+    with `waveform` the decoded samples as "wave"."""
 
-    def __init__(self, front: FrontEnd):
-        self.front = front
+    def __init__(self, front: FrontEnd, waveform: bool = False):
+        self.front, self.waveform = front, waveform
 
     def __call__(self, batch: dict) -> dict:
         from datasets.audio import decode_wav
@@ -41,29 +45,33 @@ class FbankBatch:
             if sr != self.front.sample_rate:
                 raise ValueError(f"sample {key}: shard audio is {sr} Hz but the front end expects "
                                  f"{self.front.sample_rate} Hz; rebuild the shards or set data.sample_rate")
-            feats.append(fbank(samples, sample_rate=sr, num_mel_bins=self.front.num_mel_bins).numpy())
+            feats.append(samples.astype(np.float32, copy=False) if self.waveform else
+                         fbank(samples, sample_rate=sr, num_mel_bins=self.front.num_mel_bins).numpy())
             labels.append(int(label))
             keys.append(key)
         out = np.empty(len(feats), dtype=object)
         out[:] = feats
-        return {"key": np.array(keys), "feats": out, "label": np.array(labels, dtype=np.int64)}
+        return {"key": np.array(keys), "wave" if self.waveform else "feats": out,
+                "label": np.array(labels, dtype=np.int64)}
 
 
 def feature_dataset(paths: list[str], front: FrontEnd, shuffle_seed: int | None = None,
-                    speakers: frozenset | None = None, exclude: bool = False):
-    """Shards -> Ray Dataset of {key, feats (T, F), label}; `shuffle_seed` randomizes shard order.
-    `speakers` (label indices) keeps only those, or with `exclude` all but those, before any fbank."""
+                    speakers: frozenset | None = None, exclude: bool = False, waveform: bool = False):
+    """Shards -> Ray Dataset of {key, feats (T, F), label} (with `waveform`: {key, wave, label});
+    `shuffle_seed` randomizes shard order. `speakers` (label indices) keeps only those, or with `exclude`
+    all but those, before any fbank."""
     from datasets.shards import read_shards
 
     ds = read_shards(paths, shuffle_seed)
     if speakers is not None:
         ds = ds.filter(lambda row: (int(row["cls"]) in speakers) != exclude)
-    return ds.map_batches(FbankBatch(front), batch_size=16, batch_format="numpy")
+    return ds.map_batches(FbankBatch(front, waveform), batch_size=16, batch_format="numpy")
 
 
 @dataclasses.dataclass
 class SpeakerTask(HeadTask):
-    """The speaker-verification `TrainTask` for trainers.loop (picklable)."""
+    """The speaker-verification `TrainTask` for trainers.loop (picklable). With speed perturbation
+    `num_classes` is 3x the training speakers (trainers/speaker/augment.py)."""
 
     encoder: str
     encoder_args: dict
@@ -77,6 +85,15 @@ class SpeakerTask(HeadTask):
     seed: int = 0
     margin_warmup: tuple[int, int] | None = None   # (start_epoch, fix_epoch) of the margin schedule
     pk: int | None = None    # K: batches of batch_size // K speakers x K utterances (Mask Proxy heads)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    @property
+    def input_column(self) -> str:
+        return "wave" if self.augment.on_waveform else "feats"
+
+    @property
+    def num_speakers(self) -> int:
+        return self.num_classes // len(SPEEDS) if self.augment.speed_perturb else self.num_classes
 
     def build_encoder(self) -> nn.Module:
         return build_encoder(self.encoder, feat_dim=self.front.num_mel_bins, embed_dim=self.embed_dim,
@@ -99,10 +116,21 @@ class SpeakerTask(HeadTask):
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch, rank])
+        aug = self.augment
+        crops = (CropAugmenter(aug, self.front.sample_rate, self.front.num_mel_bins, self.num_frames)
+                 if aug.on_waveform else None)
         for batch in self.epoch_stream(shard, rng):
-            feats = crop_batch(list(batch["feats"]), self.num_frames, rng)
+            labels = np.asarray(batch["label"], dtype=np.int64)
+            if crops is None:
+                feats = crop_batch(list(batch["feats"]), self.num_frames, rng)
+                if aug.spec_aug:
+                    feats = np.stack([spec_augment(f, aug, rng) for f in feats])
+            else:
+                speed = crops.speed_indices(labels, rng, per_label=self.pk is not None)
+                feats = np.stack([crops.features(w, int(i), rng) for w, i in zip(batch["wave"], speed)])
+                labels = labels + self.num_speakers * speed
             yield {"feats": torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-                   "label": torch.from_numpy(batch["label"].astype(np.int64))}
+                   "label": torch.from_numpy(labels)}
 
 
 class EmbedBatch(InferenceActor):
