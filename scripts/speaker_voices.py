@@ -31,7 +31,7 @@ one person's voices are installed, that is impossible; then test and training us
 of the same voices (training |cents| in [max/2, max], test within +-max/4; with few voices the shifts
 then lie closer together, e.g. 29 cents apart for 48 speakers over three kal voices) and the manifest
 says so (`held_out`).
-Trials: `_make_trials` of datasets/synthetic/speakers.py (all cross-session target pairs, as many
+Trials: `make_trials` of datasets/synthetic/speakers.py (all cross-session target pairs, as many
 non-target pairs), written by `datasets.voxceleb.layout.write_trials`.
 
 MUSAN. noise/free-sound = the scratch package's sound effects (Media/Sounds/{Animal, Effects,
@@ -81,7 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from datasets.atomic import write_bytes, write_json, write_text  # noqa: E402
 from datasets.audio import encode_wav  # noqa: E402
-from datasets.synthetic.speakers import _YT_ALPHABET, TRIALS_FILE, _make_trials  # noqa: E402
+from datasets.synthetic.speakers import TRIALS_FILE, YT_ALPHABET, make_trials  # noqa: E402
 from datasets.voxceleb.layout import write_trials  # noqa: E402
 
 SR = 16000
@@ -480,9 +480,9 @@ def build(tmp: Path, a: argparse.Namespace, pools: dict[str, list[str]], t0: flo
         seen: set[str] = set()
         for j in range(a.sessions):
             rng = np.random.default_rng([a.seed, 1, s, j])
-            yt = "".join(rng.choice(_YT_ALPHABET, size=11))
+            yt = "".join(rng.choice(YT_ALPHABET, size=11))
             while yt in seen:
-                yt = "".join(rng.choice(_YT_ALPHABET, size=11))
+                yt = "".join(rng.choice(YT_ALPHABET, size=11))
             seen.add(yt)
             ses = {"tempo": rng.uniform(*TEMPO), "highpass": rng.uniform(*HIGHPASS),
                    "lowpass": rng.uniform(*LOWPASS), "peak_db": rng.uniform(*PEAK_DB)}
@@ -511,7 +511,7 @@ def build(tmp: Path, a: argparse.Namespace, pools: dict[str, list[str]], t0: flo
         _pool_map(pool, _utterance_job, utt_jobs, "utterances", t0)
         musan = _pool_map(pool, _musan_job, musan_jobs, "musan", t0) if musan_jobs else []
 
-    trials = _make_trials(test_utts, np.random.default_rng([a.seed, 5]))
+    trials = make_trials(test_utts, np.random.default_rng([a.seed, 5]))
     write_trials(corpus / TRIALS_FILE, trials)
     n_rirs = write_rirs(tmp / "RIRS_NOISES", a.seed, a.rooms, a.rirs_per_room)
     log(f"[rirs] {n_rirs} ({time.perf_counter() - t0:.1f} s)")

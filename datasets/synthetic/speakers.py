@@ -50,7 +50,7 @@ TILT = (0.2, 0.7)          # speaker's glottal spectral tilt (one-pole coefficie
 LEVEL_DB = 3.0             # session level: -24 +- LEVEL_DB dBFS
 PAUSE = (0.08, 0.3, 0.12)  # pause length range (s) and probability after a syllable
 FLOOR = 10 ** (-45 / 20)   # electronic noise floor relative to the signal RMS
-_YT_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+YT_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 
 # Adult-male vowel formants F1-F3 (Hz, Peterson & Barney style); F4 added per speaker.
 _VOWELS = np.array([
@@ -104,7 +104,7 @@ def _session(rng: np.random.Generator, sr: int) -> dict:
         "pitch": float(np.exp(rng.normal(0, 0.05))),
         "rate": float(rng.uniform(0.9, 1.1)),
         "level_db": float(rng.uniform(-LEVEL_DB, LEVEL_DB) - 24),
-        "yt": "".join(rng.choice(_YT_ALPHABET, size=11)),
+        "yt": "".join(rng.choice(YT_ALPHABET, size=11)),
     }
 
 
@@ -245,7 +245,7 @@ def generate_corpus(root, *, n_train_speakers: int = 24, n_test_speakers: int = 
             ses_rng = np.random.default_rng([seed, i, j])
             ses = _session(ses_rng, sample_rate)
             while ses["yt"] in seen:  # collision is ~impossible, but ids must be unique per speaker
-                ses["yt"] = "".join(ses_rng.choice(_YT_ALPHABET, size=11))
+                ses["yt"] = "".join(ses_rng.choice(YT_ALPHABET, size=11))
             seen.add(ses["yt"])
             for k in range(utts_per_session):
                 rng = np.random.default_rng([seed, i, j, k])
@@ -258,12 +258,12 @@ def generate_corpus(root, *, n_train_speakers: int = 24, n_test_speakers: int = 
                     test_utts.setdefault(spk_id, []).append((j, rel))
 
     refuse_strays(root, wav_dir.rglob("*.wav"), written)
-    write_trials(root / TRIALS_FILE, _make_trials(test_utts, np.random.default_rng([seed, 1 << 20])))
+    write_trials(root / TRIALS_FILE, make_trials(test_utts, np.random.default_rng([seed, 1 << 20])))
     mark_complete(root, params)
     return root
 
 
-def _make_trials(test_utts: dict[str, list[tuple[int, str]]], rng: np.random.Generator) -> list[Trial]:
+def make_trials(test_utts: dict[str, list[tuple[int, str]]], rng: np.random.Generator) -> list[Trial]:
     """All cross-session target pairs (all pairs if a speaker has one session), and as many
     distinct random non-target pairs, shuffled."""
     targets = []
