@@ -30,10 +30,13 @@ SPACES: dict[str, dict] = {
                 "params": {"head.m": {"uniform": [0.1, 0.5]}, "head.s": {"choice": [16, 32, 64]}}},
     "cosface": {"workflow": "speaker", "fixed": {"head.name": "cosface"},
                 "params": {"head.m": {"uniform": [0.1, 0.45]}, "head.s": {"choice": [16, 32, 64]}}},
-    "spherefacer": {"workflow": "speaker", "fixed": {"head.name": "spherefacer"},
+    # SphereFace-R with hard feature normalization (the paper's setting): a fixed m, the scale s
+    "spherefacer": {"workflow": "speaker", "fixed": {"head.name": "spherefacer", "head.fn": "hfn"},
                     "params": {"head.m": {"uniform": [1.1, 2.0]}, "head.s": {"choice": [30, 45, 60]},
-                               "head.magnitude": {"choice": ["v0", "v1", "v2"]},
-                               "head.fn": {"choice": ["hfn", "sfn", "none"]}}},
+                               "head.magnitude": {"choice": ["v0", "v1", "v2"]}}},
+    # without / with soft feature normalization m starts at 1 (OpenSphere) and grows by dm at each LR step
+    "spherefacer_fn": {"workflow": "speaker", "fixed": {"head.name": "spherefacer", "head.magnitude": "v0"},
+                       "params": {"head.fn": {"choice": ["none", "sfn"]}, "head.dm": {"loguniform": [0.05, 2.0]}}},
     "sphereface2": {"workflow": "speaker", "fixed": {"head.name": "sphereface2"},
                     "params": {"head.lam": {"uniform": [0.5, 0.9]}, "head.r": {"choice": [16, 32, 40, 64]},
                                "head.m": {"uniform": [0.1, 0.5]}, "head.t": {"uniform": [1.0, 5.0]},

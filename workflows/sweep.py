@@ -14,8 +14,8 @@ Rerunning the same command after an interruption resumes the sweep (finished tri
 Output in --out: results.md / results.csv (trials, best first), best_config.yaml (pass it to the
 workflow with --config), optimization_history.png, param_importances.png, metric_vs_params.png,
 optuna.db (the Optuna study), sweep/ (Tune's experiment), trials/<id>/ (each trial's workflow output).
-Spaces: tuning/spaces.py (arcface, cosface, spherefacer, sphereface2, sphereface2_m, mask_proxy, mmp, face_sphereface2,
-sed, esc50, semiweak) or a YAML file of the same shape.
+Spaces: tuning/spaces.py (arcface, cosface, spherefacer, spherefacer_fn, sphereface2, sphereface2_m, mask_proxy, mmp,
+face_sphereface2, sed, esc50, semiweak) or a YAML file of the same shape.
 """
 from __future__ import annotations
 
