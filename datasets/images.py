@@ -226,3 +226,19 @@ def describe(images: ImageSet) -> str:
     counts = np.bincount(images.labels, minlength=len(images.classes))
     return f"{len(images)} images {images.images.shape[1:]} from {images.source}, per class {counts.tolist()}"
 
+
+# ----------------------------------------------------------------------------- scikit-learn's bundled digits
+
+def read_sklearn_digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
+    """scikit-learn's bundled 8 x 8 digits (1797 real handwritten images, values 0..16 scaled to 0..255):
+    the fallback real image set where Fashion-MNIST is not installed; a seeded split into train and test."""
+    from sklearn.datasets import load_digits
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose train or test")
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut = int(round(len(images) * (1 - test_fraction)))
+    keep = np.sort(order[:cut] if split == "train" else order[cut:])
+    return _checked(images[keep], digits.target[keep].astype(np.int64), DIGITS, f"sklearn-digits[{split}]")

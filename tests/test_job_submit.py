@@ -1,4 +1,4 @@
-"""`ray job submit --working-dir . -- python workflows/<speaker|sed|esc50_actions>.py` against a local head with
+"""`ray job submit --working-dir . -- python workflows/<speaker|sed|esc50_actions|robust>.py` against a local head with
 token auth on; a two-node cluster on this machine (a second `ray start --address` node) running a 2-worker
 semi-weak job."""
 import json
@@ -104,7 +104,27 @@ WORKFLOWS = {
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),
     "sed": (["--epochs", "1", "--set", "demo.per_fold=6", "--set", "demo.scenes_per_class=2"],
             lambda report: report["results"]["20"]["full"]["folds"] == 1),
+    "robust": (["--digits", "--epochs", "2", "--method", "crp", "--attack", "fgsm,pgd", "--set", "data.max_train=200",
+                "--set", "data.max_test=30", "--set", "crp.copies=2", "--set", "eval.pgd_steps=[3]",
+                "--set", "eval.transfer_steps=3", "--set", "eval.eps=[0.1]", "--set", "train.batch_size=32",
+                "--set", "eval.examples=3"],
+               lambda report: robust_job_ok(report)),
 }
+
+
+def robust_job_ok(report: dict) -> bool:
+    """CRP end to end (digits, tiny): the crp model and the transfer source trained through the one loop, the best
+    epoch picked on the validation split, white-box and transferred attacks scored, the outputs written."""
+    crp = report["results"]["crp"]
+    assert set(crp) == {"clean", "fgsm", "pgd-3", "transfer fgsm", "transfer pgd-3"}, crp
+    assert 0 <= crp["pgd-3"]["0.1"] <= 1 and 1 <= report["selected_epoch"]["crp"] <= 2
+    # an epoch of crp sees the N(K+1) versions, the vanilla source the N clean examples (200 - 20 for validation)
+    seen = {m: round(h[0]["samples_per_s"] * h[0]["epoch_time_s"]) for m, h in report["history"].items()}
+    assert seen == {"crp": 180 * 3, "source": 180}, seen
+    assert report["shards"]["test"]["num_samples"] == 30 and report["shards"]["train"]["sha256"]
+    assert report["versions"]["adversarial-robustness-toolbox"] == "1.20.1"
+    assert all(Path(p).stat().st_size > 1000 for p in report["plots"].values())
+    return True
 
 
 def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> str:

@@ -25,11 +25,12 @@ WORKFLOWS = {
     "sed_": ("sed", "SEDConfig"),
     "esc50_": ("esc50_actions", "ESC50Config"),
     "semiweak_": ("semiweak", "SemiWeakConfig"),
+    "robust_": ("robust", "RobustConfig"),
 }
 SPEAKER_HEAD_FAMILIES = ("arcface", "sphereface", "spherefacer", "sphereface2", "mask_proxy", "mmp")
 # What the command line adds to every run of a recipe: corpus roots are never in a YAML. The semiweak workflow checks
 # at validation that its data.kind has a root (`--cifar PATH` sets data.kind=cifar10 and data.root=PATH).
-COMMAND_LINE = {"semiweak": ["data.root=/data/cifar10"]}
+COMMAND_LINE = {"semiweak": ["data.root=/data/cifar10"], "robust": ["data.root=/data/images"]}
 
 
 def workflow_of(path: Path) -> str:

@@ -39,6 +39,7 @@ class LoopConfig:
     warmup_epochs: int = 0
     weight_decay: float = 1e-5
     momentum: float = 0.9            # sgd only
+    nesterov: bool = True            # sgd only
     grad_clip: float = 0.0           # 0 = off
     seed: int = 0
     max_failures: int = 1            # worker failures tolerated (restarts from the latest checkpoint)
@@ -49,6 +50,8 @@ class LoopConfig:
     monitor: str = ""
     plateau_patience: int = 3
     plateau_factor: float = 0.1
+    monitor_lr: bool = True          # False: train.monitor only picks the best epoch's model; the lr follows the
+                                     # schedule above (step milestones or decay), not the plateau
 
 
 class TrainTask(Protocol):
@@ -69,7 +72,7 @@ class TrainTask(Protocol):
 
 
 def lr_at(cfg: LoopConfig, epoch: int, history: list[dict] | None = None) -> float:
-    if cfg.monitor:
+    if cfg.monitor and cfg.monitor_lr:
         return plateau_lr(cfg, [h[cfg.monitor] for h in (history or [])[:epoch]])
     if epoch < cfg.warmup_epochs:
         return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
@@ -95,7 +98,8 @@ def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
     raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose adam or sgd")
 
 
@@ -111,7 +115,7 @@ def validate(cfg: LoopConfig) -> None:
                          f"got {cfg.lr_milestones}")
     if not 0 < cfg.lr_gamma <= 1:
         raise ValueError(f"train.lr_gamma must be in (0, 1], got {cfg.lr_gamma}")
-    if cfg.monitor and (cfg.lr_milestones or cfg.warmup_epochs):
+    if cfg.monitor and cfg.monitor_lr and (cfg.lr_milestones or cfg.warmup_epochs):
         raise ValueError("train.monitor (lr on plateau) excludes train.lr_milestones and train.warmup_epochs")
     if not (0 < cfg.plateau_factor < 1 and cfg.plateau_patience >= 0):
         raise ValueError("train.plateau_factor must be in (0, 1) and train.plateau_patience >= 0")

@@ -66,6 +66,10 @@ SPACES: dict[str, dict] = {
     "semiweak": {"workflow": "semiweak", "fixed": {},
                  "params": {"bags.size": {"choice": [8, 16, 32]}, "method.loss": {"choice": ["poisson", "mse", "l1"]},
                             "method.reg_weight": {"uniform": [0.0, 0.5]}, "method.stage2": {"choice": [True, False]}}},
+    # CRP (adversarial robustness): copies K, radius r (around the paper's r = eps .. 2 eps), neighbourhood
+    "crp": {"workflow": "robust", "fixed": {},
+            "params": {"crp.copies": {"choice": [2, 5, 10, 20]}, "crp.radius": {"uniform": [0.05, 0.4]},
+                       "crp.noise": {"choice": ["linf_uniform", "gaussian", "sign", "l2_ball"]}}},
 }
 
 

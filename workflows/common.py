@@ -7,7 +7,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn", "pillow")
+PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn", "pillow",
+            "adversarial-robustness-toolbox")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,1 @@
+"""Constant random perturbations for adversarial robustness (arXiv 2103.08265)."""
