@@ -9,7 +9,7 @@ requests of Ray's stack; ART resolves against constraints.txt unchanged.
     pgd_l2   the same in the L2 ball: the step is a * grad / ||grad||_2, the projection rescales to norm eps
     cw_l2    Carlini-Wagner L2 (unbounded, minimal perturbation); at epsilon eps an example counts as robust
              when the attacked model still classifies it correctly or the perturbation found is larger than eps
-tests/test_robust_attacks.py pins fgsm and pgd (without random start) against a hand computation on a linear
+tests/test_robust_model.py pins fgsm and pgd (without random start) against a hand computation on a linear
 model. The random start draws from numpy's and torch's global generators: `craft` seeds both per call.
 """
 from __future__ import annotations
