@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainers.encoders.resnet import BasicBlock  # the same post-activation block (3x3-BN-ReLU-3x3-BN + shortcut)
+
 MODELS = ("mnist_net", "resnet18", "wrn")
 # per-channel mean / std of the training pixels in [0, 1], as the official code's configs
 NORMALIZATION = {
@@ -61,22 +63,6 @@ class MnistNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.dropout(F.relu(self.fc1(x.flatten(1))), self.dropout, self.training)
         return self.fc2(x)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
