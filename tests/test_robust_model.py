@@ -54,6 +54,43 @@ def test_copy_zero_is_the_clean_example_and_expand_is_example_major():
     assert np.array_equal(x[5], perturb.perturbed(images[1] / np.float32(255), "linf_uniform", 0.3, 1, 11, 2))
 
 
+def test_frozen_crop_flip_is_a_padded_window_fixed_per_example_and_its_copies_perturb_it():
+    x = (np.arange(2 * 6 * 5, dtype=np.float32) + 1).reshape(2, 6, 5) / 100   # C x H x W, all values distinct
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4)))
+    windows = {}
+    for index in range(200):
+        a = perturb.frozen_crop_flip(x, 3, index)
+        assert np.array_equal(a, perturb.frozen_crop_flip(x, 3, index))   # frozen: the same in every epoch
+        found = [(top, left, flip) for top in range(9) for left in range(9) for flip in (False, True)
+                 if np.array_equal(a, (lambda w: w[:, :, ::-1] if flip else w)(padded[:, top:top + 6, left:left + 5]))]
+        assert len(found) == 1, found   # one window of the zero-padded image (RandomCrop, padding 4), maybe mirrored
+        windows[index] = found[0]
+    assert len({w[:2] for w in windows.values()}) > 40                      # offsets spread over the 9 x 9 grid
+    assert 70 < sum(w[2] for w in windows.values()) < 130                   # flipped about half the time
+    images = (x[None] * 100).astype(np.uint8)                               # 1 x C x H x W
+    out, _, _ = perturb.expand(images, np.array([1]), np.array([7]), 2, "linf_uniform", 0.1, seed=3,
+                               augment="crop_flip")
+    base = perturb.frozen_crop_flip(images[0] / np.float32(255), 3, 7)
+    assert np.array_equal(out[0], base)                                     # the clean version is the augmented one
+    assert np.array_equal(out[2], perturb.perturbed(base, "linf_uniform", 0.1, 3, 7, 2))
+
+
+def test_budget_steps_gives_vanilla_as_many_inputs_per_epoch_as_crp_all_clean():
+    from trainers.robust.task import RobustTask
+
+    images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 1) * 10   # N H W C, as the shards hold them
+    labels, index = np.array([4, 7]), np.array([0, 1])
+    crp = RobustTask("crp", "mnist_net", "mnist", 10, 1, 3, 8, copies=3, repeats=4)
+    vanilla = RobustTask("vanilla", "mnist_net", "mnist", 10, 1, 3, 8, copies=3, repeats=4)
+    plain = RobustTask("vanilla", "mnist_net", "mnist", 10, 1, 3, 8, copies=3)
+    (xc, yc), (xv, yv), (xp, yp) = (t.expanded(images, labels, index) for t in (crp, vanilla, plain))
+    clean = images.transpose(0, 3, 1, 2) / np.float32(255)
+    assert len(xc) == len(xv) == 8 and len(xp) == 2   # (K + 1) N for both under "steps"; N for the paper's
+    assert yv.tolist() == [4] * 4 + [7] * 4 == yc.tolist()
+    assert all(np.array_equal(xv[j], clean[j // 4]) for j in range(8))   # vanilla's repeats are all clean
+    assert not np.array_equal(xc[1], clean[0])                          # crp's are its perturbed copies
+
+
 @pytest.mark.parametrize("noise, radius", [("linf_uniform", 0.3), ("sign", 0.1), ("l2_ball", 2.0),
                                            ("gaussian", 0.05)])
 def test_neighbourhoods_respect_their_bounds(noise, radius):
@@ -194,6 +231,26 @@ def test_pgd_matches_the_hand_computation():
     adv = attacks.craft(linear_model(W, B), X, Y, spec, 3)
     assert np.allclose(adv.reshape(-1), x, atol=1e-6)
     assert np.abs(adv.reshape(-1) - x0).max() <= eps + 1e-6
+
+
+def test_bim_and_mim_match_the_hand_computation():
+    """BIM: PGD from x itself (Kurakin et al.); MIM: the sign of a momentum of L1-normalized gradients, mu = 1
+    (Dong et al.), both in the L-infinity box."""
+    eps, step, steps, y = 0.3, 0.1, 4, 2
+    x = np.array([[[[0.58, 0.3]], [[0.67, 0.2]]]], dtype=np.float32)   # a point where a gradient sign flips
+    x0 = x.reshape(-1).astype(np.float64)
+    bim, mim, g = x0.copy(), x0.copy(), np.zeros_like(x0)
+    for _ in range(steps):
+        bim = np.clip(np.clip(bim + step * np.sign(hand_grad(W, B, bim, y)), x0 - eps, x0 + eps), 0, 1)
+        grad = hand_grad(W, B, mim, y)
+        g = 1.0 * g + grad / np.abs(grad).sum()
+        mim = np.clip(np.clip(mim + step * np.sign(g), x0 - eps, x0 + eps), 0, 1)
+    assert np.abs(bim - mim).max() > 0.2   # the momentum keeps a direction BIM turns back from
+    for name, expected in (("bim", bim), ("mim", mim)):
+        spec = attacks.AttackSpec(name, eps, steps=steps, step_size=step)   # random_start is ignored by both
+        adv = attacks.craft(linear_model(W, B), x, np.array([y]), spec, 3, seed=1)
+        assert np.allclose(adv.reshape(-1), expected, atol=1e-6), name
+        assert spec.label == f"{name}-4"
 
 
 def test_pgd_random_start_stays_in_the_box_and_is_seeded():

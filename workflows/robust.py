@@ -15,8 +15,9 @@ metrics.json, plots/robustness.png, plots/examples.png.
 test_32x32.mat; --cifar ROOT: cifar-10-batches-py/ (python version); --digits: scikit-learn's bundled 8 x 8
 digits. Keys (also Tune's): crp.copies (K; 0 = vanilla), crp.radius (r), crp.noise (linf_uniform | gaussian |
 sign | l2_ball), adv.eps/step/steps (PGD training), eval.eps (the L-infinity grid), eval.pgd_steps.
-The defaults are the demo's scale (4 epochs, a quarter-width MNIST net, 2000 training images); the paper's
-settings per dataset are the recipes workflows/configs/robust_{mnist,svhn,cifar10}.yaml (docs/robust.md).
+The defaults are the demo's scale (3 epochs, a quarter-width MNIST net, 6000 training images, 500 test images,
+budget "steps": vanilla takes as many optimizer steps as CRP); the paper's settings per dataset are the recipes
+workflows/configs/robust_{mnist,svhn,cifar10}.yaml (docs/robust.md).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from trainers.resources import ScaleConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
+BUDGETS = ("epochs", "steps")
 SOURCES = ("demo", "mnist", "fashion-mnist", "svhn", "cifar10", "digits")
 # the model's normalization statistics per corpus ("auto"); Fashion-MNIST and digits borrow MNIST's
 AUTO_NORMALIZATION = {"mnist": "mnist", "fashion-mnist": "mnist", "digits": "mnist", "svhn": "svhn",
@@ -45,10 +47,13 @@ class DataConfig:
     kind: str = "demo"           # demo (Debian's Fashion-MNIST when installed, else digits) | mnist | fashion-mnist
                                  # | svhn | cifar10 | digits (scikit-learn's bundled 8 x 8 digits)
     root: str = ""
-    max_train: int = 2000        # a seeded subset of the training split (0: all of it)
-    max_test: int = 200          # of the test split (attacks are the expensive part)
+    max_train: int = 6000        # a seeded subset of the training split (0: all of it)
+    max_test: int = 500          # of the test split (attacks are the expensive part)
     val_fraction: float = 0.1    # carved from training: what train.monitor selects the epoch on, never the test set
     samples_per_shard: int = 1024
+    # none | crop_flip: the official code's SVHN / CIFAR-10 training augmentation (random crop, padding 4, and
+    # horizontal flip), drawn once per example and frozen with its copies (as there: applied when the set is built)
+    augment: str = "none"
 
 
 @dataclasses.dataclass
@@ -95,6 +100,11 @@ class EvalConfig:
 @dataclasses.dataclass
 class RobustConfig:
     methods: list = dataclasses.field(default_factory=lambda: ["vanilla", "crp", "pgd_at"])
+    # "epochs" (the paper's): every method runs train.epochs epochs over its own training set, CRP's being K + 1
+    # times larger; "steps" (ours, the demo's): vanilla (and the transfer source) sees each clean example K + 1
+    # times per epoch, so it takes as many optimizer steps as CRP and a short demo does not compare CRP with an
+    # undertrained vanilla model (PGD-AT keeps one pass per epoch: each of its steps already costs adv.steps + 1)
+    budget: str = "steps"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     crp: CRPConfig = dataclasses.field(default_factory=CRPConfig)
@@ -102,7 +112,7 @@ class RobustConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     # MNIST's optimizer (Adam 1e-3, no weight decay, x0.2 at epoch 40 of 50: set lr_milestones [40] with 50 epochs)
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
-        epochs=4, batch_size=128, optimizer="adam", lr=1e-3, final_lr=1e-3, lr_gamma=0.2, weight_decay=0.0,
+        epochs=3, batch_size=128, optimizer="adam", lr=1e-3, final_lr=1e-3, lr_gamma=0.2, weight_decay=0.0,
         monitor="val_fgsm_acc", monitor_lr=False))
     scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
 
@@ -118,6 +128,7 @@ def validate(cfg: RobustConfig) -> None:
     from trainers.loop import validate as validate_loop
     from trainers.robust.attacks import ATTACKS
     from trainers.robust.model import MODELS, NORMALIZATION
+    from trainers.robust.perturb import AUGMENTS
     from trainers.robust.task import METHODS
 
     unknown = [m for m in cfg.methods if m not in METHODS]
@@ -126,6 +137,10 @@ def validate(cfg: RobustConfig) -> None:
     bad = [a for a in cfg.eval.attacks if a not in ATTACKS]
     if bad:
         raise ConfigError(f"unknown attack {bad[0]!r} in eval.attacks; choose from {', '.join(ATTACKS)}")
+    if cfg.data.augment not in AUGMENTS:
+        raise ConfigError(f"unknown data.augment {cfg.data.augment!r}; choose from {', '.join(AUGMENTS)}")
+    if cfg.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {cfg.budget!r}; choose from {', '.join(BUDGETS)}")
     if cfg.data.kind not in SOURCES:
         raise ConfigError(f"unknown data.kind {cfg.data.kind!r}; choose from {', '.join(SOURCES)}")
     needs_root = cfg.data.kind not in ("demo", "digits")
@@ -214,8 +229,8 @@ def attack_specs(cfg: RobustConfig) -> list:
     for name in e.attacks:
         if name == "fgsm":
             specs += [AttackSpec("fgsm", eps) for eps in e.eps]
-        elif name == "pgd":
-            specs += [AttackSpec("pgd", eps, steps, e.step) for steps in e.pgd_steps for eps in e.eps]
+        elif name in ("pgd", "bim", "mim"):   # bim, mim: the official code's enum, at pgd's steps (none: no start)
+            specs += [AttackSpec(name, eps, steps, e.step) for steps in e.pgd_steps for eps in e.eps]
         elif name == "pgd_l2":
             specs += [AttackSpec("pgd_l2", eps, e.l2_steps) for eps in e.l2_eps]
         else:
@@ -334,7 +349,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/robust"), help="shards, models, metrics, plots")
     common.add_common_args(p)
     p.add_argument("--method", help="methods: comma-separated (vanilla, crp, pgd_at)")
-    p.add_argument("--attack", help="eval.attacks: comma-separated (fgsm, pgd, pgd_l2, cw_l2)")
+    p.add_argument("--attack", help="eval.attacks: comma-separated (fgsm, pgd, pgd_l2, cw_l2, bim, mim)")
     return p.parse_args(argv)
 
 

@@ -7,10 +7,14 @@ requests of Ray's stack; ART resolves against constraints.txt unchanged.
     pgd      x_0 = x + U[-eps, eps] (random start), x_{t+1} = clip(Pi_eps(x_t + a * sign(grad)), 0, 1),
              `steps` iterations of step a; Pi_eps: back into the L-infinity box around x  (Madry et al.)
     pgd_l2   the same in the L2 ball: the step is a * grad / ||grad||_2, the projection rescales to norm eps
+    bim      pgd without the random start, x_0 = x                                        (Kurakin et al.)
+    mim      momentum iterative: g_{t+1} = mu * g_t + grad / ||grad||_1, x_{t+1} = clip(Pi_eps(x_t +
+             a * sign(g_{t+1})), 0, 1), x_0 = x, mu = 1                                   (Dong et al.)
     cw_l2    Carlini-Wagner L2 (unbounded, minimal perturbation); at epsilon eps an example counts as robust
              when the attacked model still classifies it correctly or the perturbation found is larger than eps
-tests/test_robust_model.py pins fgsm and pgd (without random start) against a hand computation on a linear
-model. The random start draws from numpy's and torch's global generators: `craft` seeds both per call.
+bim and mim are the other attacks the official code's enum names. tests/test_robust_model.py pins fgsm, pgd
+(without random start), bim and mim against a hand computation on a linear model. The random start draws from
+numpy's and torch's global generators: `craft` seeds both per call.
 """
 from __future__ import annotations
 
@@ -20,14 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-ATTACKS = ("fgsm", "pgd", "pgd_l2", "cw_l2")
+ATTACKS = ("fgsm", "pgd", "pgd_l2", "cw_l2", "bim", "mim")
+ITERATIVE = ("pgd", "pgd_l2", "bim", "mim")   # named with their step count
 
 
 @dataclasses.dataclass
 class AttackSpec:
     name: str
     eps: float
-    steps: int = 0            # pgd / pgd_l2 iterations (cw_l2: its optimizer's iterations)
+    steps: int = 0            # pgd / pgd_l2 / bim / mim iterations (cw_l2: its optimizer's iterations)
     step_size: float = 0.0    # pgd's a; 0: 2.5 * eps / steps (Madry's rule of thumb)
     random_start: bool = True
     search_steps: int = 10    # cw_l2: binary search steps over its constant c (Carlini and Wagner's and ART's 10)
@@ -36,7 +41,7 @@ class AttackSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}-{self.steps}" if self.name in ("pgd", "pgd_l2") else self.name
+        return f"{self.name}-{self.steps}" if self.name in ITERATIVE else self.name
 
 
 def check(spec: AttackSpec) -> None:
@@ -57,7 +62,12 @@ def classifier(model: nn.Module, input_shape: tuple, num_classes: int):
 
 
 def _attack(clf, spec: AttackSpec, batch_size: int):
-    from art.attacks.evasion import CarliniL2Method, FastGradientMethod, ProjectedGradientDescentPyTorch
+    from art.attacks.evasion import (
+        CarliniL2Method,
+        FastGradientMethod,
+        MomentumIterativeMethod,
+        ProjectedGradientDescentPyTorch,
+    )
 
     if spec.name == "fgsm":
         return FastGradientMethod(clf, norm=np.inf, eps=spec.eps, batch_size=batch_size)
@@ -66,10 +76,13 @@ def _attack(clf, spec: AttackSpec, batch_size: int):
                                initial_const=spec.const, batch_size=batch_size,
                                verbose=False)
     step = spec.step_size or 2.5 * spec.eps / spec.steps
-    return ProjectedGradientDescentPyTorch(clf, norm=np.inf if spec.name == "pgd" else 2, eps=spec.eps,
+    if spec.name == "mim":
+        return MomentumIterativeMethod(clf, norm=np.inf, eps=spec.eps, eps_step=step, decay=1.0, max_iter=spec.steps,
+                                       batch_size=batch_size, verbose=False)
+    return ProjectedGradientDescentPyTorch(clf, norm=2 if spec.name == "pgd_l2" else np.inf, eps=spec.eps,
                                            eps_step=step, max_iter=spec.steps,
-                                           num_random_init=int(spec.random_start), batch_size=batch_size,
-                                           verbose=False)
+                                           num_random_init=int(spec.random_start and spec.name != "bim"),
+                                           batch_size=batch_size, verbose=False)
 
 
 def craft(model: nn.Module, x: np.ndarray, y: np.ndarray, spec: AttackSpec, num_classes: int, seed: int = 0,

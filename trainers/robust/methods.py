@@ -24,7 +24,8 @@ def make_task(cfg, method: str, shape: tuple, num_classes: int, seed: int | None
     m, crp, adv = cfg.model, cfg.crp, cfg.adv
     return RobustTask("vanilla" if method == SOURCE else method, m.name, m.normalization, num_classes, shape[2],
                       shape[0], cfg.train.batch_size, m.width, dict(m.kwargs), crp.copies, crp.noise, crp.radius,
-                      adv.eps, adv.step, adv.steps, seed=cfg.train.seed if seed is None else seed)
+                      adv.eps, adv.step, adv.steps, seed=cfg.train.seed if seed is None else seed,
+                      augment=cfg.data.augment, repeats=crp.copies + 1 if cfg.budget == "steps" else 1)
 
 
 def train_all(cfg, shape: tuple, num_classes: int, paths: dict, tag: list, out: Path, log, callbacks=None,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 NOISES = ("linf_uniform", "gaussian", "sign", "l2_ball")
+AUGMENTS = ("none", "crop_flip")
+_AUGMENT_STREAM = 1   # the frozen augmentation's generator: (seed, index, 1), apart from the noise's (seed, index)
 
 
 def check(noise: str, radius: float, copies: int) -> None:
@@ -70,11 +72,28 @@ def perturbed(x: np.ndarray, noise: str, radius: float, seed: int, index: int, c
     return np.clip(x + delta(x.shape, noise, radius, seed, index, copy), 0.0, 1.0)
 
 
+def frozen_crop_flip(x: np.ndarray, seed: int, index: int, pad: int = 4) -> np.ndarray:
+    """The official code's SVHN / CIFAR-10 augmentation drawn ONCE per example and frozen with its copies
+    (torchvision's RandomCrop(size, padding=pad) with zero fill, then RandomHorizontalFlip(0.5), applied to every
+    training image when the dataset is built): a function of (seed, index) alone. x: C x H x W."""
+    rng = np.random.default_rng([int(seed), int(index), _AUGMENT_STREAM])
+    _, h, w = x.shape
+    top, left = rng.integers(0, 2 * pad + 1, 2)
+    out = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))[:, top:top + h, left:left + w]
+    return np.ascontiguousarray(out[:, :, ::-1] if rng.random() < 0.5 else out)
+
+
 def expand(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, copies: int, noise: str, radius: float,
-           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A batch of clean examples (uint8 N x ..., their labels and dataset indices) -> all K+1 versions of each:
-    (float32 N(K+1) x ... in [0, 1], labels, copy numbers), example-major."""
+           seed: int, augment: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch of clean examples (uint8 N x C x H x W, their labels and dataset indices) -> all K+1 versions of
+    each: (float32 N(K+1) x C x H x W in [0, 1], labels, copy numbers), example-major. `augment` "crop_flip"
+    replaces each clean example by its frozen crop + flip first (the copies perturb that image, as the official
+    code's do)."""
     x = images.astype(np.float32) / np.float32(255)
+    if augment == "crop_flip":
+        x = np.stack([frozen_crop_flip(image, seed, int(i)) for image, i in zip(x, indices)])
+    elif augment != "none":
+        raise ValueError(f"unknown augmentation {augment!r}; choose from {', '.join(AUGMENTS)}")
     out = np.empty((len(x), copies + 1) + x.shape[1:], dtype=np.float32)
     out[:, 0] = x
     if copies:

@@ -1,6 +1,8 @@
 """Vanilla, CRP and PGD adversarial training as one `TrainTask` for the one loop (trainers/loop.py).
 
-    vanilla   cross-entropy on the clean examples (CRP with K = 0)
+    vanilla   cross-entropy on the clean examples (CRP with K = 0); with `repeats` = K + 1 (the workflow's
+              budget "steps", ours) each epoch sees every clean example K + 1 times, so vanilla takes as many
+              optimizer steps per epoch as CRP
     crp       the paper's: each epoch sees every example and its K constant perturbed copies (the dataset of
               length N(K+1)), cross-entropy, no inner loop. Copy k of example i is regenerated from
               (seed, i, k) (trainers/robust/perturb.py), so every epoch, worker and resumed run sees the same
@@ -79,11 +81,15 @@ class RobustTask:
     pgd_steps: int = 40
     chunk: int = 256
     seed: int = 0
+    augment: str = "none"   # "crop_flip": the official code's SVHN / CIFAR-10 augmentation, frozen per example
+    repeats: int = 1   # vanilla: each clean example this many times per epoch (budget "steps": K + 1)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         perturb.check(self.noise, self.radius, self.copies)
+        if self.augment not in perturb.AUGMENTS:
+            raise ValueError(f"unknown data.augment {self.augment!r}; choose from {', '.join(perturb.AUGMENTS)}")
 
     @property
     def k(self) -> int:
@@ -96,9 +102,12 @@ class RobustTask:
         return RobustLearner(net, self.method, self.pgd_eps, self.pgd_step, self.pgd_steps)
 
     def expanded(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray):
-        """float32 N(K+1) x C x H x W inputs and labels of clean rows (K = 0 unless crp)."""
+        """float32 N(K+1) x C x H x W inputs and labels of clean rows (K = 0 unless crp; vanilla repeats each
+        clean row `repeats` times)."""
         x, y, _ = perturb.expand(images.transpose(0, 3, 1, 2), labels, indices, self.k, self.noise, self.radius,
-                                 self.seed)
+                                 self.seed, self.augment)
+        if self.method == "vanilla" and self.repeats > 1:
+            x, y = np.repeat(x, self.repeats, axis=0), np.repeat(y, self.repeats)
         return x, y
 
     def batches(self, shard, epoch: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
