@@ -60,7 +60,7 @@ def fresh_interpreter(code: str):
     ("from trainers.encoders import ENCODERS; print(json.dumps(sorted(ENCODERS)))",
      ["resnet18", "resnet34", "sfnet20", "tdnn"]),
     ("from workflows.sweep import TARGETS; print(json.dumps(sorted(TARGETS)))",
-     ["esc50_actions", "face", "robust", "sed", "semiweak", "speaker"]),
+     ["esc50_actions", "face", "morph", "robust", "sed", "semiweak", "speaker"]),
     ("from trainers.esc50.audio import EXTRACTORS; print(json.dumps(sorted(EXTRACTORS)))", ["cnn14", "logmel_cnn"]),
 ], ids=["heads", "encoders", "sweep targets", "embedding extractors"])
 def test_a_registry_lists_every_name_in_a_fresh_interpreter(code, expected):

@@ -11,12 +11,12 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["bench_shards.py", "bench_input_pipeline.py", "bench_train_overhead.py"]
+SCRIPTS = ["bench_shards.py", "bench_input_pipeline.py", "bench_train_overhead.py", "bench_scoring.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_quick(script):
-    # Each script starts (and shuts down) its own local Ray with num_cpus=2, in a fresh process.
+    # Each script runs in a fresh process; the Ray ones start (and shut down) their own local Ray, num_cpus=2.
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -15,9 +15,11 @@ from trainers.metrics import (
     cosine_scores,
     eer,
     min_dcf,
+    min_dcf_point,
     verification_metrics,
 )
 from trainers.plots import plot_det, plot_training_curves
+from trainers.verification import results_table
 
 # ---------------------------------------------------------------- hand-computed cases
 
@@ -42,6 +44,27 @@ def test_hand_case_exact_crossing():
     m = verification_metrics([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
     assert m == pytest.approx({"eer": 0.5, "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.5,
                                "n_trials": 4, "n_target": 2})
+
+
+def test_min_dcf_point_is_the_first_minimum():
+    # The hand case above: DCF(0.01) = .01 FNR + .99 FPR over the points = .99, .495, .5, .005, .01: the
+    # minimum .005 sits at index 3 (t = 0.8). DCF(0.5) = (FNR + FPR)/2 = .5, .25, .5, .25, .5: the first of
+    # the two minima (index 1) is reported; normalized by min(p, 1-p) = .5 -> 0.5.
+    fnr, fpr, thr = compute_det([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    assert min_dcf_point(fnr, fpr, 0.01) == (pytest.approx(0.5), 3) and thr[3] == 0.8
+    assert min_dcf_point(fnr, fpr, 0.5) == (0.5, 1)
+    # c_miss = 10: DCF = 10*.01 FNR + .99 FPR = .99, .495, .545, .05, .1 -> .05 / min(.1, .99) = 0.5 at index 3.
+    assert min_dcf_point(fnr, fpr, 0.01, c_miss=10.0) == (pytest.approx(0.5), 3)
+
+
+def test_results_table_column_names_are_unique():
+    m = {"eer": 0.1, "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.3, "n_trials": 40}
+    for results in ({"veri_test2": {"trained": m}},
+                    {"pairs.txt": {"trained": {**m, "mean_acc": 0.9, "std_acc": 0.01, "n_folds": 10}}}):
+        lines = results_table(results).splitlines()
+        cols = [c.strip() for c in lines[0].strip("|").split("|")]
+        assert len(cols) == len(set(cols)), cols
+        assert len(lines[2].strip("|").split("|")) == len(cols)
 
 
 def test_perfect_separation():
@@ -127,6 +150,32 @@ def test_matches_reference(seed, decimals, target_fraction):
     assert fast.keys() == ref.keys()
     for k in ref:
         assert fast[k] == pytest.approx(ref[k], abs=1e-9), k
+
+
+@pytest.mark.parametrize("seed,decimals,target_fraction", [(10, 2, 0.1), (11, 1, 0.5), (12, 3, 0.7), (13, None, 0.2)])
+def test_identical_to_sklearn_roc_curve(seed, decimals, target_fraction):
+    # scikit-learn sorts and counts on its own (descending mergesort, one point per distinct score
+    # plus accept-none with drop_intermediate=False). Reversed, its points are ours; TPR = tps/n_tgt,
+    # so rint(TPR * n_tgt) is the exact count of accepted targets. Values must be bit-identical.
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(5000) < target_fraction).astype(int)
+    scores = rng.normal(labels * 1.2, 1.0)
+    if decimals is not None:
+        scores = np.round(scores, decimals)
+    sk_fpr, sk_tpr, sk_thr = roc_curve(labels, scores, drop_intermediate=False)
+    n_tgt = int(labels.sum())
+    sk_fnr = ((n_tgt - np.rint(sk_tpr * n_tgt)) / n_tgt)[::-1]
+    sk_fpr = sk_fpr[::-1]
+    fnr, fpr, thr = compute_det(scores, labels)
+    np.testing.assert_array_equal(fpr, sk_fpr)
+    np.testing.assert_array_equal(fnr, sk_fnr)
+    np.testing.assert_array_equal(thr, sk_thr[::-1])  # sklearn's accept-none threshold is +inf too
+    m = verification_metrics(scores, labels)
+    assert m["eer"] == compute_eer(sk_fnr, sk_fpr)[0]
+    for p in (0.01, 0.05):
+        assert m[f"min_dcf_{p}"] == min_dcf(sk_fnr, sk_fpr, p)
 
 
 def test_matches_per_trial_convention_without_ties():
@@ -259,7 +308,9 @@ def test_plot_det(tmp_path):
     _assert_png(path)
     plot_det({"trained": curves["trained"]}, tmp_path / "sub" / "det1.png")  # narrow axes
     _assert_png(tmp_path / "sub" / "det1.png")
-    assert sorted(os.listdir(tmp_path / "sub")) == ["det.png", "det1.png"]
+    plot_det(curves, tmp_path / "sub" / "det2.png", p_targets=(0.01, 0.05), note="generated demo corpus")
+    _assert_png(tmp_path / "sub" / "det2.png")
+    assert sorted(os.listdir(tmp_path / "sub")) == ["det.png", "det1.png", "det2.png"]
 
 
 def test_plot_training_curves(tmp_path):

@@ -26,6 +26,7 @@ WORKFLOWS = {
     "esc50_": ("esc50_actions", "ESC50Config"),
     "semiweak_": ("semiweak", "SemiWeakConfig"),
     "robust_": ("robust", "RobustConfig"),
+    "foolhd_": ("foolhd", "FoolHDConfig"),
 }
 SPEAKER_HEAD_FAMILIES = ("arcface", "sphereface", "spherefacer", "sphereface2", "mask_proxy", "mmp")
 # What the command line adds to every run of a recipe: corpus roots are never in a YAML. The semiweak workflow checks

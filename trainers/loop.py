@@ -16,15 +16,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from trainers.resources import ScaleConfig, auto_use_gpu, cpus_per_worker
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"
+
+# torch is imported inside the functions that use it: the workflows import LoopConfig to declare
+# their configs, and `python workflows/NAME.py --help` must not wait for torch.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclasses.dataclass
@@ -86,6 +89,8 @@ def lr_at(cfg: LoopConfig, epoch: int, history: list[dict] | None = None) -> flo
 def plateau_lr(cfg: LoopConfig, values: list[float]) -> float:
     """The lr after ReduceLROnPlateau has seen `values` (one per epoch), replayed from the history so
     that a resumed run continues with the same lr."""
+    import torch
+
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
@@ -95,6 +100,8 @@ def plateau_lr(cfg: LoopConfig, values: list[float]) -> float:
 
 
 def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
+    import torch
+
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
@@ -104,6 +111,8 @@ def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
 
 
 def validate(cfg: LoopConfig) -> None:
+    import torch
+
     _optimizer(cfg, [torch.zeros(1, requires_grad=True)])
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
@@ -122,6 +131,8 @@ def validate(cfg: LoopConfig) -> None:
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
+    import torch
+
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -132,6 +143,8 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
 def _in_lockstep(batches: Iterator[dict], device) -> Iterator[dict]:
     """Stop every worker at the step where the first one runs out of batches: DDP needs the same
     number of steps everywhere, and some tasks (P x K grouping) yield a data-dependent count."""
+    import torch
+
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         yield from batches
         return
@@ -154,6 +167,7 @@ def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import ray.train.torch
+    import torch
 
     task: TrainTask = config["task"]
     cfg: LoopConfig = config["loop"]
@@ -242,6 +256,7 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
     """One epoch of this worker's locally shuffled batches (seeded per seed, epoch and rank), with
     each column of `columns` ({name: numpy dtype}) as a CPU tensor."""
     import numpy as np
+    import torch
 
     local_seed = int(np.random.default_rng([seed, epoch, rank]).integers(2**31))
     for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
@@ -292,6 +307,8 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
 
 def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
     """(state dict with 'model', training history) from a Ray Train checkpoint."""
+    import torch
+
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         history = json.loads((Path(d) / HISTORY_FILE).read_text())
@@ -318,6 +335,8 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
     Returns ({"model": state dict, "epoch": epochs trained}, training history); with train.monitor the
     model is the best epoch's, and "best_epoch" says which."""
+    import torch
+
     from datasets.atomic import atomic_path
 
     model_file = Path(out) / "model.pt"

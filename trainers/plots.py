@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from datasets.atomic import atomic_path  # noqa: E402
-from trainers.metrics import compute_eer  # noqa: E402
+from trainers.metrics import compute_eer, min_dcf_point  # noqa: E402
 
 DET_TICKS_PCT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40)
 # Used when some system has EER > 25% (e.g. an untrained one), which would sit off the usual axes.
@@ -44,12 +44,18 @@ def plot_det(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     path: str | os.PathLike,
     title: str = "DET curve",
+    p_targets: Sequence[float] = (),
+    note: str | None = None,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
 ) -> str:
     """Plot {system name: (fnr, fpr)} (as from ``compute_det``) on one DET plot; returns path.
 
     x = false-alarm rate, y = miss rate, both on normal-deviate axes labelled in %. The dashed
     diagonal is FNR = FPR; each legend entry carries the system's EER. Axes span 0.05-60%, or
-    0.05-99.8% when any EER exceeds 25%.
+    0.05-99.8% when any EER exceeds 25%. Each p in `p_targets` marks every curve's minDCF operating
+    point (one marker shape per p, in the curve's colour; points off the axes sit on their edge).
+    `note` is printed in the plot's corner (e.g. that the corpus is generated, not the real one).
     """
     if not curves:
         raise ValueError("plot_det needs at least one curve")
@@ -60,8 +66,14 @@ def plot_det(
     fig = Figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot()
     ax.plot([lo, hi], [lo, hi], color="0.6", ls="--", lw=0.8, label="EER line")
+    markers = "osD^v"
     for name, (fnr, fpr) in curves.items():
-        ax.plot(_probit(fpr), _probit(fnr), lw=1.5, label=f"{name} (EER {100 * eers[name]:.2f}%)")
+        (line,) = ax.plot(_probit(fpr), _probit(fnr), lw=1.5, label=f"{name} (EER {100 * eers[name]:.2f}%)")
+        for k, p in enumerate(p_targets):
+            value, i = min_dcf_point(fnr, fpr, p, c_miss, c_fa)
+            x, y = np.clip(_probit([fpr[i], fnr[i]]), lo, hi)
+            ax.plot([x], [y], ls="none", marker=markers[k % len(markers)], ms=7, mfc="none", mew=1.5,
+                    color=line.get_color(), label=f"{name} minDCF(p={p:g}) {value:.3f}")
     ticks = _probit(np.asarray(tick_pct) / 100)
     labels = [f"{t:g}" for t in tick_pct]
     ax.set_xticks(ticks, labels)
@@ -72,7 +84,11 @@ def plot_det(
     ax.set_ylabel("Miss rate (%)")
     ax.set_title(title)
     ax.grid(True, ls=":", lw=0.6)
-    ax.legend(loc="best", fontsize="small")
+    # Below the axes: inside, it would hide curves (a DET curve can pass through any corner).
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize="small", ncols=1 if len(p_targets) else 2)
+    if note:
+        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize="small", va="bottom", ha="left",
+                bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "0.6"})
     return save_figure(fig, path)
 
 

@@ -48,7 +48,7 @@ def evaluate(systems: dict[str, dict | None], embed: Callable[[dict | None], dic
 def results_table(results: dict) -> str:
     """Markdown: one row per (list, system); accuracy columns where a list has folds."""
     folds = any("mean_acc" in m for systems in results.values() for m in systems.values())
-    head = "| trials | system | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |"
+    head = "| trial list | system | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |"
     head += " accuracy (%) | std (%) | folds |" if folds else ""
     lines = [head + " trials |", "|---" * (head.count("|")) + "|"]
     for name, systems in results.items():

@@ -70,6 +70,9 @@ SPACES: dict[str, dict] = {
     "crp": {"workflow": "robust", "fixed": {},
             "params": {"crp.copies": {"choice": [2, 5, 10, 20]}, "crp.radius": {"uniform": [0.05, 0.4]},
                        "crp.noise": {"choice": ["linf_uniform", "gaussian", "sign", "l2_ball"]}}},
+    # voice-guided face morphing: lambda, the keep-close weight (how much the target face may change)
+    "lambda": {"workflow": "morph", "fixed": {},
+               "params": {"loss.lam": {"loguniform": [0.01, 100.0]}}},
 }
 
 

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn", "pillow",
-            "adversarial-robustness-toolbox")
+            "adversarial-robustness-toolbox", "av", "fast-bss-eval", "pesq", "pystoi")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -195,14 +195,16 @@ def checked(check) -> None:
 
 
 def verification_report(out: Path, cfg, workflow: str, root: Path, shards: tuple[dict, dict], results: dict,
-                        curves: dict, history: list, timing: dict, title: str, log=print, extra=None) -> dict:
-    """What the verification workflows (speaker, face) write, under the same keys: DET and training
-    PNGs, then the report (`write_report`; `extra`: more keys). Returns the report plus the DET curves
-    ("det_curves")."""
+                        curves: dict, history: list, timing: dict, title: str, log=print, extra=None,
+                        note: str | None = None) -> dict:
+    """What the verification workflows (speaker, face) write, under the same keys: DET (minDCF points
+    marked; `note`, e.g. that the corpus is generated, in its corner) and training PNGs, then the report
+    (`write_report`; `extra`: more keys). Returns the report plus the DET curves ("det_curves")."""
+    from trainers.metrics import P_TARGETS
     from trainers.plots import plot_det, plot_training_curves
     from trainers.verification import results_table
 
-    det = plot_det(curves, out / "plots" / "det.png", title=title)
+    det = plot_det(curves, out / "plots" / "det.png", title=title, p_targets=P_TARGETS, note=note)
     training = plot_training_curves(history, out / "plots" / "training.png")
     report = write_report(out, cfg, {
         "workflow": workflow,

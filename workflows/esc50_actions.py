@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
-from trainers.esc50.folds import AUDIO_MODELS, AV_MODELS, EMBEDDING_MODELS, MODELS, VECTOR_MODELS  # noqa: E402
+from trainers.esc50.models import AUDIO_MODELS, AV_MODELS, EMBEDDING_MODELS, MODELS, VECTOR_MODELS  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402

@@ -168,7 +168,8 @@ def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
 
     return common.verification_report(out, cfg, "face", root, (manifests, digests), results, curves, history,
                                       {"shards": shard_time, "train": train_time, "eval": eval_time},
-                                      f"DET on {cfg.data.pairs}: {cfg.model.backbone} + {cfg.head['name']}", log)
+                                      f"DET on {cfg.data.pairs}: {cfg.model.backbone} + {cfg.head['name']}", log,
+                                      note=None if cfg.data.root else "generated demo corpus, not LFW")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

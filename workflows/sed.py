@@ -26,10 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
-from trainers.features import LOGMEL_STYLES  # noqa: E402
 from trainers.loop import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
-from trainers.sed.folds import ABLATIONS, make_task  # noqa: E402
+from trainers.sed.ablations import ABLATIONS  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
@@ -96,7 +95,9 @@ class SEDConfig:
 
 def validate(cfg: SEDConfig) -> None:
     """Fail on bad names and parameters before any data is read."""
+    from trainers.features import LOGMEL_STYLES
     from trainers.loop import validate as validate_loop
+    from trainers.sed.folds import make_task
 
     unknown = [a for a in cfg.ablations if a not in ABLATIONS]
     if unknown or not cfg.ablations:

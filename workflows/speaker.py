@@ -211,7 +211,8 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     return common.verification_report(out, cfg, "speaker", root, (manifests, digests), results, curves, history,
                                       {"shards": shard_time, "train": train_time, "eval": eval_time},
                                       f"DET: {cfg.model.encoder} + {cfg.head['name']}", log,
-                                      extra={"dropped_trials": dropped})
+                                      extra={"dropped_trials": dropped},
+                                      note=None if cfg.data.root else "generated demo corpus, not VoxCeleb")
 
 
 def trial_lists(layout, wanted: list[str], skipped: set[str], log) -> tuple[list, dict]:
@@ -255,7 +256,8 @@ def compare_heads(cfg: SpeakerConfig, out: Path, heads: list[str], log=print) ->
             untrained = report["verification"][trials]["untrained"], report["det_curves"][f"{trials} untrained"]
     rows["(untrained encoder)"] = {**untrained[0], "train_time_s": 0.0}
     curves["(untrained encoder)"] = untrained[1]
-    plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each")
+    plot_det(curves, out / "plots" / "det_heads.png", title=f"DET per head, {cfg.train.epochs} epochs each",
+             note=None if cfg.data.root else "generated demo corpus, not VoxCeleb")
     lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {h} | {100 * r['eer']:.2f} | {r['min_dcf_0.01']:.3f} | {r['min_dcf_0.05']:.3f} | "
               f"{r['train_time_s']:.0f} |" for h, r in rows.items()]

@@ -7,6 +7,7 @@ workflows that score once at the end), resumable.
     python workflows/sweep.py speaker --space arcface --trials 16 --out runs/sweep-arcface --scheduler asha
     python workflows/sweep.py speaker --space sphereface2 --trials 32 --data /data/voxceleb1 --out runs/sweep-sf2
     python workflows/sweep.py robust --space crp --trials 8 --out runs/sweep-crp
+    python workflows/sweep.py morph --space lambda --trials 8 --out runs/sweep-lambda
     python workflows/sweep.py sed --space sed --trials 6 --out runs/sweep-sed --scheduler fifo
     python workflows/sweep.py speaker --space my_space.yaml --trials 20 --out runs/sweep-mine --set train.epochs=20
     ray job submit --working-dir . -- python workflows/sweep.py semiweak --space semiweak --trials 8 --out /shared/sweep
@@ -27,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError  # noqa: E402
-from workflows import common, esc50_actions, face, robust, sed, semiweak, speaker  # noqa: E402
+from workflows import common, esc50_actions, face, morph, robust, sed, semiweak, speaker  # noqa: E402
 
 # every workflow a sweep can run: each declares its own target next to its config
-TARGETS = {wf.SWEEP.name: wf.SWEEP for wf in (speaker, face, sed, esc50_actions, semiweak, robust)}
+TARGETS = {wf.SWEEP.name: wf.SWEEP for wf in (speaker, face, sed, esc50_actions, semiweak, robust, morph)}
 
 
 def run(settings, out: Path, log=print) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 from trainers.config import config_hash, to_dict
 from trainers.esc50.audio import WAVEFORM_EXTRACTORS, ClipEmbeddings, SoundTask, predict, sound_dataset, wave_dataset
+from trainers.esc50.models import EMBEDDING_MODELS, VECTOR_MODELS
 from trainers.esc50.vectors import VectorTask, confusion_matrix, predict_proba
 from trainers.features import LogMel
 from trainers.inference import embed_dataset
@@ -21,11 +22,6 @@ from trainers.loop import train_or_reuse
 from trainers.plots import plot_confusion
 from trainers.resources import in_parallel, parallel_runs_scale
 
-AV_MODELS = {"av_logreg": "logreg", "av_mlp": "mlp"}
-EMBEDDING_MODELS = {"emb_mlp": "mlp", "fusion_emb": "mlp"}     # on audio embeddings (fusion_emb: + vector)
-VECTOR_MODELS = {**AV_MODELS, **EMBEDDING_MODELS}             # classifiers of fixed-length vectors
-AUDIO_MODELS = ("logmel_cnn", "fusion_early")
-MODELS = (*AV_MODELS, *AUDIO_MODELS, "fusion_late", *EMBEDDING_MODELS)
 NO_AV = "-"   # the aggregator column of models that do not use action vectors
 
 

@@ -18,18 +18,11 @@ from trainers.features import LogMel
 from trainers.loop import train_or_reuse
 from trainers.plots import plot_activity, plot_training_curves
 from trainers.resources import in_parallel, parallel_runs_scale
+from trainers.sed.ablations import ABLATIONS
 from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
 from trainers.sed.task import SEDTask, feature_stats, predict, sed_dataset
 
 # name -> what the variant changes in the model section (`full` is the paper's system)
-ABLATIONS = {
-    "full": {},
-    "no_aux": {"aux_decoder": False},
-    "two_step_scalar": {"pooling": "two_step_scalar"},
-    "time_attention": {"pooling": "time_attention"},
-    "average": {"pooling": "average"},
-    "max": {"pooling": "max"},
-}
 
 
 def front_end(cfg):

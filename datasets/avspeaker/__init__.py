@@ -1,0 +1,1 @@
+"""Main-speaker detection data: the AVA-ActiveSpeaker layout, turn-taking roles, shards."""
