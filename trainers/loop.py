@@ -7,7 +7,6 @@ margin warm-up). Everything Ray-specific stays here: workers, device placement, 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -16,45 +15,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
+import torch
+from torch import nn
+
+from trainers.loop_config import LoopConfig  # noqa: F401  (re-exported: the loop's settings)
 from trainers.resources import ScaleConfig, auto_use_gpu, cpus_per_worker
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"
-
-# torch is imported inside the functions that use it: the workflows import LoopConfig to declare
-# their configs, and `python workflows/NAME.py --help` must not wait for torch.
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-
-@dataclasses.dataclass
-class LoopConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"          # adam | sgd
-    lr: float = 1e-3
-    final_lr: float = 1e-4           # exponential decay from lr to final_lr after warm-up (WeSpeaker style)
-    lr_milestones: list = dataclasses.field(default_factory=list)  # if set: step decay (OpenSphere style)
-    lr_gamma: float = 0.1            # lr factor at each milestone epoch; final_lr is then unused
-    warmup_epochs: int = 0
-    weight_decay: float = 1e-5
-    momentum: float = 0.9            # sgd only
-    nesterov: bool = True            # sgd only
-    grad_clip: float = 0.0           # 0 = off
-    seed: int = 0
-    max_failures: int = 1            # worker failures tolerated (restarts from the latest checkpoint)
-    checkpoints_to_keep: int = 2
-    # monitor: a metric of the "val" dataset (higher is better). When set, the lr starts at `lr` and is
-    # only cut by plateau_factor after plateau_patience epochs without a new best (torch's
-    # ReduceLROnPlateau, mode max), and the model of the best epoch is the run's result.
-    monitor: str = ""
-    plateau_patience: int = 3
-    plateau_factor: float = 0.1
-    monitor_lr: bool = True          # False: train.monitor only picks the best epoch's model; the lr follows the
-                                     # schedule above (step milestones or decay), not the plateau
 
 
 class TrainTask(Protocol):
@@ -89,8 +59,6 @@ def lr_at(cfg: LoopConfig, epoch: int, history: list[dict] | None = None) -> flo
 def plateau_lr(cfg: LoopConfig, values: list[float]) -> float:
     """The lr after ReduceLROnPlateau has seen `values` (one per epoch), replayed from the history so
     that a resumed run continues with the same lr."""
-    import torch
-
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
@@ -100,8 +68,6 @@ def plateau_lr(cfg: LoopConfig, values: list[float]) -> float:
 
 
 def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
-    import torch
-
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
@@ -111,8 +77,6 @@ def _optimizer(cfg: LoopConfig, params) -> torch.optim.Optimizer:
 
 
 def validate(cfg: LoopConfig) -> None:
-    import torch
-
     _optimizer(cfg, [torch.zeros(1, requires_grad=True)])
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
@@ -131,8 +95,6 @@ def validate(cfg: LoopConfig) -> None:
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
-    import torch
-
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -143,8 +105,6 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
 def _in_lockstep(batches: Iterator[dict], device) -> Iterator[dict]:
     """Stop every worker at the step where the first one runs out of batches: DDP needs the same
     number of steps everywhere, and some tasks (P x K grouping) yield a data-dependent count."""
-    import torch
-
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         yield from batches
         return
@@ -167,8 +127,6 @@ def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import ray.train.torch
-    import torch
-
     task: TrainTask = config["task"]
     cfg: LoopConfig = config["loop"]
     ctx = ray.train.get_context()
@@ -256,8 +214,6 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
     """One epoch of this worker's locally shuffled batches (seeded per seed, epoch and rank), with
     each column of `columns` ({name: numpy dtype}) as a CPU tensor."""
     import numpy as np
-    import torch
-
     local_seed = int(np.random.default_rng([seed, epoch, rank]).integers(2**31))
     for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                 local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=local_seed):
@@ -307,8 +263,6 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
 
 def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
     """(state dict with 'model', training history) from a Ray Train checkpoint."""
-    import torch
-
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         history = json.loads((Path(d) / HISTORY_FILE).read_text())
@@ -335,8 +289,6 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
     Returns ({"model": state dict, "epoch": epochs trained}, training history); with train.monitor the
     model is the best epoch's, and "best_epoch" says which."""
-    import torch
-
     from datasets.atomic import atomic_path
 
     model_file = Path(out) / "model.pt"

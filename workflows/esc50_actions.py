@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.esc50.models import AUDIO_MODELS, AV_MODELS, EMBEDDING_MODELS, MODELS, VECTOR_MODELS  # noqa: E402
-from trainers.loop import LoopConfig  # noqa: E402
+from trainers.loop_config import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError, config_hash  # noqa: E402
 from trainers.foolhd.config import AttackConfig, FrontEndConfig  # noqa: E402
-from trainers.loop import LoopConfig  # noqa: E402
+from trainers.loop_config import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
 from workflows import common  # noqa: E402
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
-from trainers.loop import LoopConfig  # noqa: E402
+from trainers.loop_config import LoopConfig  # noqa: E402
 from trainers.resources import ScaleConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
