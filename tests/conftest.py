@@ -21,7 +21,7 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 # controller stall before creating its placement group at the ~12th run (not reproduced in
 # isolation); per-module clusters bound what a long-lived cluster accumulates, at ~5 s per module.
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(request):
     import ray
 
     from trainers import local_ray
@@ -31,7 +31,10 @@ def ray_local():
         tests, root = (os.path.dirname(os.path.abspath(__file__)),
                        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         local_ray.start(env_vars={"PYTHONPATH": os.pathsep.join([tests, root])},
-                        num_cpus=2, include_dashboard=False, log_to_driver=False)
+                        num_cpus=2, include_dashboard=False, log_to_driver=False,
+                        # a module's RAY_FAKE_GPUS: a GPU resource with no CUDA behind it (placement tests)
+                        **({"num_gpus": request.module.RAY_FAKE_GPUS} if hasattr(request.module, "RAY_FAKE_GPUS")
+                           else {}))
     yield ray
     local_ray.stop()
 

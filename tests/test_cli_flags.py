@@ -63,3 +63,24 @@ def test_a_run_of_another_config_first_removes_the_previous_results(tmp_path):
     clear_stale_results(tmp_path, load_config(speaker.SpeakerConfig, None, ["train.epochs=4"]), log=lambda *a: None)
     assert not [n for n in ("metrics.json", "results.md", "config.yaml", "plots") if (tmp_path / n).exists()]
     assert (tmp_path / "shards" / "train" / "manifest.json").exists() and (tmp_path / "model.pt").exists()
+
+
+def test_report_records_the_resolved_config(tmp_path):
+    """config.yaml and metrics.json's config are the same resolved config: every default and every head keyword
+    with its default (a head in a section too); config.yaml loads back as the config run."""
+    import json
+
+    import yaml
+
+    from workflows import common, morph
+
+    cfg = load_config(speaker.SpeakerConfig, None, ["head.m=0.3"])
+    report = common.write_report(tmp_path, cfg, {"workflow": "speaker"}, "| table |", "plots/", log=lambda *a: None)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert written == saved["config"] == report["config"] and saved["workflow"] == "speaker"
+    assert written["head"] == {"name": "arcface", "s": 32.0, "m": 0.3, "detach_margin": False}
+    assert written["margin"] == {"warmup": True, "start_epoch": 2, "fix_epoch": 6} and written["train"]["epochs"] == 12
+    assert load_config(speaker.SpeakerConfig, tmp_path / "config.yaml").head == written["head"]
+    nested = common.resolved_config(load_config(morph.MorphConfig, None, ["voice.head={name: cosface}"]))
+    assert {"s": 32.0, "m": 0.2}.items() <= nested["voice"]["head"].items()

@@ -1,8 +1,10 @@
 """cluster/: every YAML parses; the launcher config passes Ray's shipped schema and Ray's own checks; the KubeRay
 manifests pass the CRD's required keys and types; every entrypoint runs a workflow of this repo with flags and
 config keys it accepts (a sweep: its space and every --set resolved into a trial's config), on paths of the
-shared volume; the runtime environment builds as Ray's RuntimeEnv, pins
-pyproject.toml's dependencies and packs the project without runs/ or .venv/. Nothing here starts Ray."""
+shared volume; every cluster file runs the project image that cluster/Dockerfile builds (the project and its pins
+on Ray's GPU image), so no runtime environment installs packages; the runtime environments build as Ray's
+RuntimeEnv, the jobs' with a remote working_dir, and the project packs without runs/ or .venv/. Nothing here
+starts Ray."""
 import copy
 import dataclasses
 import importlib
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 LAUNCHER = CLUSTER / "aws-gpu.yaml"
 RUNTIME_ENV = CLUSTER / "runtime_env.yaml"
+DOCKERFILE = CLUSTER / "Dockerfile"
 KUBERAY = sorted((CLUSTER / "kuberay").glob("*.yaml"))
 EXPECTED = {"aws-gpu.yaml", "runtime_env.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob-sed.yaml",
             "kuberay/rayjob-speaker.yaml", "kuberay/rayjob-sweep.yaml"}
@@ -87,22 +90,63 @@ def python_range() -> tuple[tuple, tuple]:
     return (3, int(low)), (3, int(high))
 
 
-def test_launcher_runs_ray_gpu_image_autoscales_gpu_workers_with_token_auth():
-    config = load(LAUNCHER)
-    image = re.fullmatch(r"rayproject/ray:(?P<ray>[\d.]+)-py3(?P<minor>\d+)-gpu", config["docker"]["image"])
-    assert image and image["ray"] == ray.__version__, config["docker"]["image"]
+def dockerfile() -> list[str]:
+    """cluster/Dockerfile's instructions, continuation lines joined and comments dropped."""
+    text = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#"))
+    return [" ".join(i.split()) for i in re.sub(r"\\\n", " ", text).splitlines() if i.strip()]
+
+
+def project_image() -> str:
+    """The image tag cluster/Dockerfile's header tells to build and push (the registry is the user's to replace)."""
+    tags = set(re.findall(r"docker build -f cluster/Dockerfile -t (\S+) \.", DOCKERFILE.read_text()))
+    assert len(tags) == 1, tags
+    return tags.pop()
+
+
+def test_dockerfile_builds_the_project_on_rays_gpu_image():
+    """FROM Ray's GPU image of the installed Ray and a Python pyproject accepts; the project and every pin of
+    constraints.txt installed (torch's CUDA wheel from PyTorch's index), torchaudio's extension left in place,
+    the image's own user; tagged openset-ray:<pyproject version>."""
+    steps = dockerfile()
+    (base,) = [s.split()[1] for s in steps if s.startswith("FROM ")]
+    image = re.fullmatch(r"rayproject/ray:(?P<ray>[\d.]+)-py3(?P<minor>\d+)-gpu", base)
+    assert image and image["ray"] == ray.__version__, base
     low, high = python_range()
     assert low <= (3, int(image["minor"])) < high, "the image's Python must satisfy pyproject's requires-python"
+
+    copied = {p.rstrip("/") for s in steps if s.startswith("COPY ") for p in s.split()[1:-1] if not p.startswith("--")}
+    packages = {p.rstrip("*") for p in pyproject_setuptools()["packages"]["find"]["include"]}
+    assert {"pyproject.toml", "constraints.txt", "README.md", "workflows"} | packages <= copied
+    (install,) = [s for s in steps if s.startswith("RUN ") and "pip install" in s]
+    assert re.search(r'pip install .*-c constraints\.txt --extra-index-url "\$\{TORCH_INDEX\}" \.( |$)',
+                     install), install
+    assert any(re.fullmatch(r"ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cu\d+", s) for s in steps)
+    assert "fix_torchaudio" not in install, "the CUDA build's torchaudio extension loads: nothing to strip"
+    assert [s for s in steps if s.startswith("USER ")] == ["USER ray"]
+    tag = re.escape(pyproject()["version"])
+    assert re.fullmatch(r"[a-z0-9.-]+(/[a-z0-9._-]+)+/openset-ray:" + tag, project_image()), project_image()
+
+
+def pyproject_setuptools() -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml needs tomllib (3.11+) or tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_launcher_runs_the_project_image_autoscales_gpu_workers_with_token_auth():
+    config = load(LAUNCHER)
+    assert config["docker"]["image"] == project_image()
 
     types = config["available_node_types"]
     assert types[config["head_node_type"]]["resources"].get("GPU", 0) == 0
     gpu = [t for name, t in types.items() if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1]
     assert gpu and all(t["min_workers"] < t["max_workers"] <= config["max_workers"] for t in gpu)
 
-    # The project is mounted and installed the way `make` installs it.
-    project = next(remote for remote, local in config["file_mounts"].items() if local == ".")
-    assert f"pip install -q -c {project}/constraints.txt -e {project}" in config["setup_commands"]
-    assert f"python {project}/scripts/fix_torchaudio.py" in config["setup_commands"]
+    # The image holds the packages: no node installs any at start, and the code comes with each job.
+    assert not [c for c in config["setup_commands"] if re.search(r"\b(pip|conda|uv)\b", c)]
+    assert "." not in config["file_mounts"].values()
 
     # Token auth on every node: the same token file everywhere, and ray start in token mode.
     assert config["file_mounts"].get("/home/ray/.ray/auth_token") == "~/.ray/auth_token"
@@ -434,7 +478,6 @@ def test_rayjob_data_outputs_and_code_are_on_the_shared_volume(path):
     paths = [str(getattr(args, flag)) for flag in ("out", "data", "tau", "fsd") if getattr(args, flag, None)]
     paths += absolute_paths(dataclasses.asdict(cfg))   # e.g. a sweep's --set data.root=/shared/...
     assert str(args.out) in paths
-    paths.append(yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["working_dir"].removeprefix("file://"))
     for mounts in shared_mounts(doc):
         for p in paths:
             assert any(Path(p).is_relative_to(m) for m in mounts), f"{p} is not on a shared volume ({mounts})"
@@ -449,31 +492,28 @@ def test_runtime_env_builds_as_rays_runtime_env(monkeypatch):
     assert set(env) <= RuntimeEnv.known_fields, "a misspelt field would pass as a plugin name"
     monkeypatch.chdir(ROOT)   # working_dir "." is resolved where `ray job submit` runs: the repository root
     built = RuntimeEnv(**env)
-    assert built["working_dir"] == "." and built["pip"]["packages"] == env["pip"]
+    assert built["working_dir"] == "."
     for _, doc in rayjobs():
         job_env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
         assert set(job_env) <= RuntimeEnv.known_fields
         RuntimeEnv(**job_env)   # a working_dir URI must name a .zip (or tar) archive
-        assert job_env["pip"] == env["pip"], f"{doc['metadata']['name']}: pip differs from cluster/runtime_env.yaml"
     assert not ray.is_initialized()
 
 
-def test_runtime_env_pins_pyprojects_dependencies():
-    """Every dependency but ray (the image's; Ray refuses a runtime env that changes it), pinned as
-    pyproject.toml pins it, or as constraints.txt does where pyproject leaves it open."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
+@pytest.mark.parametrize("path", [RUNTIME_ENV] + [p for p, _ in rayjobs()], ids=lambda p: p.name)
+def test_no_runtime_env_installs_packages(path):
+    """The image holds every package (torch's CUDA build included): a pip, uv or conda list would install them on
+    every node as it starts."""
+    env = load(path) if path == RUNTIME_ENV else yaml.safe_load(load(path)["spec"]["runtimeEnvYAML"])
+    assert not {"pip", "uv", "conda"} & set(env), f"{path.name}: packages belong in cluster/Dockerfile"
 
-    constraints = {canonicalize_name(n): v for n, v in re.findall(r"^([\w.-]+)==(\S+)$",
-                                                                   (ROOT / "constraints.txt").read_text(), re.M)}
-    wanted = {}
-    for dep in pyproject()["dependencies"]:
-        req = Requirement(dep)
-        name = canonicalize_name(req.name)
-        if name != "ray":
-            wanted[name] = str(req.specifier) or f"=={constraints[name]}"
-    pinned = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, load(RUNTIME_ENV)["pip"])}
-    assert pinned == wanted
+
+@pytest.mark.parametrize("path", [p for p, _ in rayjobs()], ids=lambda p: p.name)
+def test_rayjob_working_dir_is_a_remote_zip(path):
+    """The submitter runs inside Kubernetes, with no checkout to upload: every pod fetches the code from a remote
+    URI Ray downloads (GitHub's archive of a commit over https, or an object store), not from a file on a volume."""
+    working_dir = yaml.safe_load(load(path)["spec"]["runtimeEnvYAML"])["working_dir"]
+    assert re.fullmatch(r"(https|s3|gs)://\S+\.zip", working_dir), working_dir
 
 
 def test_working_dir_package_holds_the_project_without_outputs(tmp_path):

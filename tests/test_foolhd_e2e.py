@@ -55,6 +55,21 @@ def test_rerun_resumes(demo_run, capsys):
     assert "is up to date" in log and "1 of 2 files already attacked" in log and "1 files as Ray tasks" in log
 
 
+def test_chain_mode_carries_the_autoencoder_from_file_to_file(demo_run, tmp_path, capsys):
+    """attack.fresh_per_file=false (the official loop): the first file starts as in the fresh mode, so its attack is
+    the same; the second starts from the first file's trained autoencoder, so its attack differs."""
+    out = tmp_path / "chain"
+    assert foolhd.main(_args(out, f"model.load={demo_run / 'model.pt'}", "attack.fresh_per_file=false")) == 0
+    assert "one autoencoder carried over the files" in capsys.readouterr().out
+
+    def attacks(run):
+        records = [json.loads(p.read_text()) for p in sorted((run / "attacks").rglob("*.json"))]
+        return [{k: v for k, v in r["untargeted"].items() if k != "wav"} for r in sorted(records,
+                                                                                         key=lambda r: r["index"])]
+    fresh, chain = attacks(demo_run), attacks(out)
+    assert len(chain) == 2 and chain[0] == fresh[0] and chain[1] != fresh[1]
+
+
 def _error(capsys, lines: int = 1) -> str:
     """The error message: one `error:` line (the shard writer names each bad file on a line of its own)."""
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Ray's logs")]

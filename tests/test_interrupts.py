@@ -66,3 +66,11 @@ def test_sigterm_stops_the_run_and_its_ray_and_a_rerun_resumes(tmp_path):
     assert not [d for d in temp_root().glob("*") if not Path("/proc", d.name).exists()], "a dead run's temp dir"
     history = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 21)) and max(h["resumed_from_epoch"] for h in history) >= 1
+    # a clean run's console: the project's lines only (no Ray INFO, progress or error-level lines); the
+    # detail, Ray's included, is in OUT/logs/run.log (both runs' lines: it is appended to)
+    console = (again.stdout + again.stderr).splitlines()
+    assert len(console) <= 60 and "[train] epoch 20/20" in again.stdout, again.stdout + again.stderr
+    assert not [x for x in console if "INFO " in x or " E " in x or "Warning" in x], console   # Ray: "\tINFO "
+    log = (tmp_path / "o" / "logs" / "run.log").read_text()
+    assert "[train] epoch 20/20" in log and "\tINFO " in log and "Running Dataset" in log, log[-3000:]
+    assert len(log.splitlines()) > 2 * len(console)

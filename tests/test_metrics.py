@@ -18,7 +18,7 @@ from trainers.metrics import (
     min_dcf_point,
     verification_metrics,
 )
-from trainers.plots import plot_det, plot_training_curves
+from trainers.plots import plot_det, plot_training_curves, training_figure
 from trainers.verification import results_table
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -324,3 +324,25 @@ def test_plot_training_curves(tmp_path):
     plot_training_curves([], tmp_path / "empty.png")  # nothing to plot: placeholder, no error
     _assert_png(tmp_path / "empty.png")
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "empty.png"]
+
+
+def test_training_plot_shows_every_logged_curve(tmp_path):
+    """What the speaker loop logs: the margin warm-up (the loss jump it causes must be explainable from the
+    plot), an LR-step schedule and a validation metric all get a labelled panel; bookkeeping does not."""
+    history = [{"epoch": e, "loss": 2 / e + (0.5 if e == 4 else 0), "acc": e / 10, "lr": 2e-3 * 0.8 ** e,
+                "margin": min(max(e - 3, 0) / 3, 1) * 0.2, "head_m": 1.0 + (e > 5), "val_eer": 0.4 - e / 50,
+                "samples_per_s": 900.0, "epoch_time_s": 1.0, "resumed_from_epoch": 0} for e in range(1, 13)]
+    fig = training_figure(history)
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "training loss", "training accuracy", "learning rate", "margin m (warm-up schedule)",
+        "head m (LR-step schedule)", "validation EER"]
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    margin = fig.axes[3].lines[0].get_ydata()
+    assert list(margin) == [h["margin"] for h in history]
+    assert fig.axes[2].get_yscale() == "log"   # lr decays 2e-3 -> 1e-4: a straight line on log axes
+    path = tmp_path / "training.png"
+    assert plot_training_curves(history, path) == str(path)
+    _assert_png(path)
+    runs = training_figure({"a": history, "b": history[:3]}, keys=("loss", "val_eer"))
+    assert [ax.get_ylabel() for ax in runs.axes] == ["training loss", "validation EER"]
+    assert len(runs.axes[1].lines) == 2

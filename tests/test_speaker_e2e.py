@@ -4,8 +4,10 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from trainers.config import load_config
+from trainers.heads import MarginScheduler
 from workflows.speaker import SpeakerConfig, run
 
 pytestmark = pytest.mark.slow
@@ -39,6 +41,11 @@ def test_outputs_and_provenance(demo_run):
     resolved = load_config(SpeakerConfig, out / "config.yaml")   # the face workflow writes the same
     assert resolved.head == {"name": "arcface", "s": 32.0, "m": 0.2, "detach_margin": False}
     assert dataclasses.replace(resolved, head=cfg.head) == cfg and saved["config"]["head"] == resolved.head
+    assert yaml.safe_load((out / "config.yaml").read_text()) == saved["config"]   # one resolved config
+    # the margin warm-up is logged per epoch, so training.png shows why the loss jumps as m grows
+    warmup = MarginScheduler(0.2, cfg.margin.start_epoch, cfg.margin.fix_epoch)
+    assert [h["margin"] for h in saved["history"]] == pytest.approx([warmup.margin_at(e) for e in range(10)])
+    assert saved["history"][0]["margin"] == 0 and saved["history"][-1]["margin"] == pytest.approx(0.2)
     assert set(saved["manifests"]) == {"train", "test"} and len(saved["manifests"]["train"]["sha256"]) == 64
     assert saved["versions"]["ray"] == "2.60.0"
     assert [h["epoch"] for h in saved["history"]] == list(range(1, cfg.train.epochs + 1))

@@ -27,7 +27,7 @@ def sweep_cmd(out: Path) -> list[str]:
     return [sys.executable, str(ROOT / "workflows" / "sweep.py"), "semiweak", "--space", "semiweak",
             "--trials", str(TRIALS), "--out", str(out), "--seed", "1",
             "--set", "train.epochs=2", "--set", "demo.per_train_batch=70", "--set", "demo.test_size=64",
-            "--set", "width=4"]
+            "--set", "width=4", "--verbose"]   # verbose: the test watches Tune's own lines on the console
 
 
 def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, unrelated_ray):

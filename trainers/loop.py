@@ -153,6 +153,7 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config.get("validate") and rank == 0 else None
 
+    run_t0 = time.perf_counter()   # this attempt's start: elapsed and ETA count the epochs it trained
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at(cfg, epoch, history)
         for group in optimizer.param_groups:
@@ -205,7 +206,8 @@ def train_loop_per_worker(config: dict) -> None:
                 (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
                 ckpt = ray.train.Checkpoint.from_directory(d)
                 _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
-                          f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s)")
+                          f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s) "
+                          + _elapsed_eta(time.perf_counter() - run_t0, epoch + 1 - start_epoch, cfg.epochs - epoch - 1))
             ray.train.report(metrics, checkpoint=ckpt)
 
 
@@ -218,6 +220,15 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
     for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                 local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=local_seed):
         yield {k: torch.from_numpy(np.ascontiguousarray(b[k], dtype=dtype)) for k, dtype in columns.items()}
+
+
+def _elapsed_eta(elapsed: float, done: int, left: int) -> str:
+    """"elapsed 1m05s, ETA 2m10s": the time so far, and the epochs left at the mean time of those done."""
+    def clock(seconds: float) -> str:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+    return f"elapsed {clock(elapsed)}, ETA {clock(elapsed / max(done, 1) * left)}"
 
 
 def _progress(line: str) -> None:

@@ -27,7 +27,14 @@ DET_TICKS_PCT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40)
 DET_TICKS_WIDE_PCT = (0.1, 0.5, 2, 5, 10, 20, 40, 60, 80, 90, 95, 98, 99.5)
 DET_CLIP = 1e-4  # probit(0) is -inf; clip rates to [1e-4, 1 - 1e-4] before the transform
 DET_LO = 0.0005  # visible range starts a little below the 0.1% tick
-DEFAULT_CURVE_KEYS = ("loss", "acc", "val_loss", "val_acc", "eer", "min_dcf_0.01", "lr")
+# What the training loop logs per epoch that is bookkeeping, not a training curve.
+NOT_CURVES = frozenset({"epoch", "resumed_from_epoch", "samples_per_s", "epoch_time_s"})
+# Panels first in this order, then every other logged key in the order logged.
+CURVE_ORDER = ("loss", "acc", "lr", "margin", "head_m")
+CURVE_LABELS = {"loss": "training loss", "acc": "training accuracy", "lr": "learning rate",
+                "margin": "margin m (warm-up schedule)", "head_m": "head m (LR-step schedule)"}
+_WORDS = {"eer": "EER", "acc": "accuracy", "map": "mAP", "fgsm": "FGSM", "mae": "MAE", "dcf": "DCF", "f1": "F1",
+          "psds": "PSDS", "sdr": "SDR"}
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> str:
@@ -96,24 +103,31 @@ def _numeric(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def plot_training_curves(
-    history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
-    path: str | os.PathLike,
-    keys: Iterable[str] | None = DEFAULT_CURVE_KEYS,
-    title: str = "Training curves",
-) -> str:
-    """One subplot per metric vs epoch; returns path. `history` is one run's list of per-epoch
-    entries, or {run name: list} to overlay several runs (with a legend).
+def curve_label(key: str) -> str:
+    """A history key as an axis label: 'acc' -> 'training accuracy', 'val_eer' -> 'validation EER'."""
+    if key in CURVE_LABELS:
+        return CURVE_LABELS[key]
+    val = key.startswith("val_")
+    words = [_WORDS.get(w, w) for w in (key[4:] if val else key).split("_")]
+    return ("validation " if val else "") + " ".join(words)
 
-    x is ``entry['epoch']`` when present, else the 1-based entry number. Keys missing from every
-    entry are skipped; ``keys=None`` plots every numeric key except 'epoch'. With nothing to plot
-    the PNG says so instead of raising, so a training loop can call this after any epoch.
-    """
-    runs = dict(history) if isinstance(history, Mapping) else {"": history}
-    entries = [h for run in runs.values() for h in run]
+
+def curve_keys(entries: Sequence[Mapping], keys: Iterable[str] | None = None) -> list[str]:
+    """The keys that get a panel: `keys` (None: every numeric logged key but bookkeeping) that some entry holds."""
     if keys is None:
-        keys = [k for h in entries for k, v in h.items() if k != "epoch" and _numeric(v)]
-    keys = [k for k in dict.fromkeys(keys) if any(_numeric(h.get(k)) for h in entries)]
+        logged = [k for h in entries for k, v in h.items() if k not in NOT_CURVES and _numeric(v)]
+        keys = [k for k in CURVE_ORDER if k in logged] + logged
+    return [k for k in dict.fromkeys(keys) if any(_numeric(h.get(k)) for h in entries)]
+
+
+def training_figure(
+    history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
+    keys: Iterable[str] | None = None,
+    title: str = "Training curves",
+) -> Figure:
+    """The figure `plot_training_curves` saves: one panel per key, x labelled 'epoch', y by `curve_label`."""
+    runs = dict(history) if isinstance(history, Mapping) else {"": history}
+    keys = curve_keys([h for run in runs.values() for h in run], keys)
     n = max(len(keys), 1)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
@@ -125,18 +139,41 @@ def plot_training_curves(
         ax.set_axis_off()
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
+        ys = []
         for name, run in runs.items():
             pts = [(h.get("epoch", j + 1), h[key]) for j, h in enumerate(run) if _numeric(h.get(key))]
             if pts:
                 x, y = zip(*pts)
+                ys += y
                 ax.plot(x, y, marker="o", ms=3, label=name or None)
         if len(runs) > 1 and i == 0:
             ax.legend(fontsize=7)
+        if key == "lr" and min(ys) > 0 and max(ys) > 10 * min(ys):   # an exponential decay reads as a line
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_ylabel(curve_label(key))
+        ax.set_title(curve_label(key), fontsize="medium")
         ax.grid(True, ls=":", lw=0.6)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_training_curves(
+    history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
+    path: str | os.PathLike,
+    keys: Iterable[str] | None = None,
+    title: str = "Training curves",
+) -> str:
+    """One subplot per metric vs epoch; returns path. `history` is one run's list of per-epoch
+    entries, or {run name: list} to overlay several runs (with a legend).
+
+    x is ``entry['epoch']`` when present, else the 1-based entry number. Keys missing from every
+    entry are skipped; ``keys=None`` plots every numeric logged key but bookkeeping (NOT_CURVES): the
+    loss, training accuracy, lr, schedules (the margin warm-up that explains a loss jump) and every
+    validation metric. With nothing to plot the PNG says so instead of raising, so a training loop can
+    call this after any epoch.
+    """
+    return save_figure(training_figure(history, keys, title), path)
 
 
 def plot_activity(logmel: np.ndarray, truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str],

@@ -69,6 +69,25 @@ def auto_use_gpu(workers: int) -> bool:
     return ray.cluster_resources().get("GPU", 0) >= workers
 
 
+def gpus_per_actor(n: int, use_gpu: bool | None) -> float:
+    """GPUs each of `n` inference actors requests: 0 without GPUs; else the cluster's GPUs shared evenly,
+    1/k each with k = ceil(n / GPUs) actors per GPU (a fraction that packs whole on each GPU; inference
+    alone rarely fills one), at most one each. `use_gpu` None: when the cluster has a GPU. No GPU up yet
+    (an autoscaling cluster at 0 GPU pods, use_gpu forced): one whole GPU each, which the autoscaler can
+    satisfy by starting GPU nodes."""
+    import math
+
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if not (gpus > 0 if use_gpu is None else use_gpu):
+        return 0.0
+    if gpus <= 0:
+        return 1.0
+    # Ray keeps resource amounts to 4 decimals: rounding down keeps k of them within one GPU
+    return math.floor(1e4 / math.ceil(max(n, 1) / gpus)) / 1e4
+
+
 def cpus_per_worker(scale: ScaleConfig, log=print) -> float:
     """Leave at least one CPU to Ray Data, or the data tasks that feed training starve."""
     if scale.cpus_per_worker is not None:

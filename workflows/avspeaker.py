@@ -264,7 +264,6 @@ def run(cfg: AVSpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     plots["scores"] = plot_scores(results, out / "plots" / "scores.png")
     plots["learning_curves"] = plot_training_curves({v: trained[v][2] for v in trained},
                                                     out / "plots" / "learning_curves.png",
-                                                    keys=("loss", "acc", "val_map", "val_accuracy"),
                                                     title="main-speaker detection: training loss/accuracy, val mAP")
     report = {
         "workflow": "avspeaker",
@@ -295,7 +294,7 @@ def main(argv=None) -> int:
     overrides = common.shorthand_overrides(args, common.literal_overrides(**{
         "data.kind": "ava" if args.ava else None, "data.root": args.ava,
         "variants": args.variant.split(",") if args.variant else None}))
-    return common.guarded(lambda: run(load_config(AVSpeakerConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(AVSpeakerConfig, args.config, overrides), args.out), args)
 
 
 if __name__ == "__main__":

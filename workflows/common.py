@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
+import re
 import signal
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -17,6 +22,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="dotted override, repeatable: --set train.lr=1e-3 --set head.m=0.3")
     p.add_argument("--workers", type=int, help="scale.workers: Ray Train workers")
     p.add_argument("--epochs", type=int, help="train.epochs")
+    add_verbose_arg(p)
+
+
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Ray's own lines (INFO logs, Ray Data progress) on the console too; OUT/logs/run.log "
+                        "always holds them")
 
 
 def shorthand_overrides(args: argparse.Namespace, extra: list = ()) -> list:
@@ -56,14 +68,16 @@ def versions() -> dict:
 
 
 def resolved_config(cfg) -> dict:
-    """The config as run: every key, and a head's keyword arguments with their defaults."""
+    """The config as run: every key, and every head's keyword arguments with their defaults (a head may sit
+    in a section, as morph's voice.head)."""
     from trainers.config import to_dict
     from trainers.heads import head_defaults
 
-    data = to_dict(cfg)
-    if isinstance(data.get("head"), dict) and "name" in data["head"]:
-        data["head"] = head_defaults(data["head"])
-    return data
+    def resolve(section: dict) -> dict:
+        return {k: head_defaults(v) if k == "head" and isinstance(v, dict) and "name" in v
+                else resolve(v) if isinstance(v, dict) else v for k, v in section.items()}
+
+    return resolve(to_dict(cfg))
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
@@ -76,11 +90,103 @@ def _sigterm_as_sigint(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
-def guarded(fn) -> int:
+# A line of the project's own, as the driver prints it or Ray forwards it from a worker ("(RayTrainWorker
+# pid=12) [train] epoch 1/2 ..."): a "[stage]" tag; results tables; what guarded() says.
+_OWN_LINE = re.compile(r"^((\x1b\[[0-9;]*m)?\([^)]*pid=\d+[^)]*\)(\x1b\[[0-9;]*m)? )?"
+                       r"(\[[a-z][\w-]*\] |error: |\||Ray's logs of this run)")
+
+
+class _Console(io.TextIOBase):
+    """sys.stdout / sys.stderr of a job: everything goes to run.log; the console gets the project's lines
+    (all of them with --verbose). Once a traceback starts, the rest of the job's output is shown: a
+    failure's detail must reach the console."""
+
+    def __init__(self, log, console, verbose: bool, state: dict):
+        self.log, self.console, self.verbose, self.state = log, console, verbose, state
+        self.pending = ""
+        self.lock = threading.Lock()   # Ray forwards workers' lines from its own thread
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.log.write(text)
+            # an error message may span lines (one print: one write); all of it is shown
+            if self.verbose or self.state["traceback"] or (not self.pending and text.startswith("error: ")):
+                self.console.write(text)
+                return len(text)
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                if line.startswith("Traceback (most recent call last)"):
+                    self.state["traceback"] = True
+                if self.state["traceback"] or _OWN_LINE.match(line):
+                    self.console.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.console.flush()
+
+
+def _console_stream(stream, fd: int):
+    """Where a job's console lines go: a copy of the terminal's fd (fd 1 and 2 then point to run.log),
+    or the stream itself when it is not that fd (pytest's capture)."""
+    try:
+        if stream.fileno() == fd:
+            return os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    return stream
+
+
+def log_to_file(out: Path, verbose: bool = False):
+    """Send this process's fd 1 and 2 (Ray's C++ and Python logs, Ray Data progress, workers' forwarded
+    lines) to OUT/logs/run.log, and keep on the console only the project's lines unless `verbose`.
+    Returns the function that restores the console; `restore(discard=True)` removes the log again when it
+    created OUT (bad input writes nothing)."""
+    path = Path(out) / "logs" / "run.log"
+    created = not Path(out).exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    saved = {"stdout": sys.stdout, "stderr": sys.stderr, "fds": (os.dup(1), os.dup(2))}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    consoles = (_console_stream(sys.stdout, 1), _console_stream(sys.stderr, 2))
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    state = {"traceback": False}
+    sys.stdout = _Console(log, consoles[0], verbose, state)
+    sys.stderr = _Console(log, consoles[1], verbose, state)
+
+    def restore(discard: bool = False) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved["stdout"], saved["stderr"]
+        for fd, copy in zip((1, 2), saved["fds"]):
+            os.dup2(copy, fd)
+            os.close(copy)
+        for stream in consoles:
+            if stream not in (saved["stdout"], saved["stderr"]):
+                stream.close()
+        log.close()
+        if discard and created:
+            path.unlink(missing_ok=True)
+            for d in (path.parent, path.parent.parent):
+                with contextlib.suppress(OSError):   # only while empty
+                    d.rmdir()
+
+    restore.log = log
+    return restore
+
+
+def guarded(fn, args: argparse.Namespace | None = None) -> int:
     """Run the job; bad input becomes one clear line on stderr and exit code 2. Ctrl-C or SIGTERM stop
     it with one line and exit code 130 (a rerun of the same command resumes); either way the Ray
     connection the job opened is closed, and a local instance it started shut down with all its
-    processes (one already running, e.g. a test's, is left alone)."""
+    processes (one already running, e.g. a test's, is left alone). With `args` (its `out` and `verbose`),
+    the job's console is quiet and OUT/logs/run.log holds everything (`log_to_file`)."""
     from datasets.audio import AudioError
     from datasets.errors import LayoutError
     from datasets.shards import ShardError
@@ -90,6 +196,7 @@ def guarded(fn) -> int:
         return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
     already_up = ray_up()
+    restore = log_to_file(args.out, args.verbose) if args is not None else None
     previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     code = 1   # anything not caught below propagates with its traceback
     try:
@@ -103,6 +210,12 @@ def guarded(fn) -> int:
         # run, then exits through SystemExit: nothing else inside a job raises that
         print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         code = 130
+    except BaseException:
+        if restore is not None:   # Python prints it on the console once restored; run.log gets it now
+            import traceback
+
+            traceback.print_exc(file=restore.log)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         if ray_up() and not already_up:   # a local instance goes with it; a cluster's only disconnects
@@ -111,6 +224,8 @@ def guarded(fn) -> int:
             kept = local_ray.stop(failed=code != 0)
             if kept:
                 print(f"Ray's logs of this run: {kept} (removed when the next local run starts)", file=sys.stderr)
+        if restore is not None:
+            restore(discard=code == 2)
     return code
 
 
@@ -152,16 +267,24 @@ def verified_shards(shards: Path, names) -> tuple[dict, dict]:
     return manifests, {name: manifest_digest(shards / name) for name in manifests}
 
 
+def write_config(out: Path, cfg) -> dict:
+    """out/config.yaml: the resolved config (pass it back with --config to rerun exactly this); returns it."""
+    import yaml
+
+    from datasets.atomic import write_text
+
+    config = resolved_config(cfg)
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
 def write_report(out: Path, cfg, report: dict, table: str, plots: str, log=print) -> dict:
     """config.yaml (the resolved config), metrics.json (`report` with the resolved config and the
     package versions), results.md (the table), and the closing lines saying where to look."""
-    import yaml
-
     from datasets.atomic import write_json, write_text
 
-    config = resolved_config(cfg)
+    config = write_config(out, cfg)
     report = {"workflow": report.pop("workflow"), "config": config, "versions": versions(), **report}
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     write_json(out / "metrics.json", report)
     write_text(out / "results.md", table + "\n")
     log("\n" + table + f"\n\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots}")

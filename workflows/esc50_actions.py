@@ -289,7 +289,7 @@ def overrides_of(args: argparse.Namespace) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(ESC50Config, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(ESC50Config, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

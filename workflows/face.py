@@ -162,7 +162,7 @@ def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
                       np.array([p.label for p in layout.pairs]), [p.fold for p in layout.pairs])
     results, curves = evaluate(systems,
                                lambda enc: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers,
-                                                              flip=cfg.data.flip_test),
+                                                              flip=cfg.data.flip_test, use_gpu=cfg.scale.use_gpu),
                                [pairs])
     eval_time = time.perf_counter() - t0
 
@@ -195,7 +195,7 @@ def overrides_of(args: argparse.Namespace) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(FaceConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(FaceConfig, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

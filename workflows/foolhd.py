@@ -388,7 +388,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(FoolHDConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(FoolHDConfig, args.config, overrides), args.out), args)
 
 
 if __name__ == "__main__":

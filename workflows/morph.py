@@ -234,7 +234,8 @@ def voice_embeddings(cfg: MorphConfig, layout, shards: Path, digests: dict, out:
         state, source = encoder_state(saved_state["model"]), f"trained here ({vdir / 'model.pt'})"
     out_sets = {}
     for split in ("train", "test"):
-        emb = extract_embeddings(shard_paths(shards / f"voice-{split}"), task, state, concurrency=cfg.scale.workers)
+        emb = extract_embeddings(shard_paths(shards / f"voice-{split}"), task, state, concurrency=cfg.scale.workers,
+                                 use_gpu=cfg.scale.use_gpu)
         names = {n: i for i, n in enumerate(layout.identities[split])}
         keys = [v.key for v in layout.voices[split] if v.key in emb]
         e = np.stack([emb[k] for k in keys]).astype(np.float32)
@@ -404,7 +405,7 @@ def run(cfg: MorphConfig, out: Path, *, log=print, callbacks=None) -> dict:
         "grid": plot_morph_grid({lam: ae for lam, (ae, _) in morphs.items()}, faces, face_labels, test_voices, plan,
                                 layout.identities["test"], cfg.eval.grid_rows, out / "plots" / "morph_grid.png",
                                 cfg.train.seed),
-        "training": plot_training_curves(history, out / "plots" / "training.png", keys=("loss", "acc"),
+        "training": plot_training_curves(history, out / "plots" / "training.png",
                                          title="Morph training loss and identity accuracy; face nets"),
     }
     report = {
@@ -449,7 +450,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(MorphConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(MorphConfig, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

@@ -315,7 +315,6 @@ def run(cfg: RobustConfig, out: Path, *, log=print, callbacks=None) -> dict:
                                   cfg.train.seed),
         "learning_curves": plot_training_curves({m: trained[m][2] for m in trained},
                                                 out / "plots" / "learning_curves.png",
-                                                keys=("loss", "acc", "val_acc", "val_fgsm_acc"),
                                                 title="CRP: training loss and accuracy, validation clean / FGSM"),
     }
     report = {
@@ -368,7 +367,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(RobustConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(RobustConfig, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

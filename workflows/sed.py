@@ -240,7 +240,7 @@ def main(argv=None) -> int:
             cfg.test_folds = list(range(1, cfg.data.folds + 1))
         run(cfg, args.out)
 
-    return common.guarded(job)
+    return common.guarded(job, args)
 
 
 def _final(report: dict) -> dict:

@@ -187,7 +187,6 @@ def run(cfg: SemiWeakConfig, out: Path, *, log=print, callbacks=None) -> dict:
     t0 = time.perf_counter()
     results = train_and_evaluate(cfg, channels, len(classes), paths, sorted(digests.items()), out, log, callbacks)
     curves = plot_training_curves({n: r["history"] for n, r in results.items()}, out / "plots" / "learning_curves.png",
-                                  keys=("loss", "acc", "val_acc", "val_count_error"),
                                   title="Semi-weak labels: training loss and accuracy "
                                   "(acc: count-consistent instances for the weak methods)")
     bag_size = f"{cfg.bags.size}-{cfg.bags.size_max}" if cfg.bags.size_max else str(cfg.bags.size)
@@ -231,7 +230,7 @@ def overrides_of(args: argparse.Namespace) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = overrides_of(args)
-    return common.guarded(lambda: run(load_config(SemiWeakConfig, args.config, overrides), args.out))
+    return common.guarded(lambda: run(load_config(SemiWeakConfig, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

@@ -205,7 +205,8 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
     results, curves = evaluate(systems, lambda enc: extract_embeddings(test_paths, task, enc,
-                                                                       concurrency=cfg.scale.workers), lists)
+                                                                       concurrency=cfg.scale.workers,
+                                                                       use_gpu=cfg.scale.use_gpu), lists)
     eval_time = time.perf_counter() - t0
 
     return common.verification_report(out, cfg, "speaker", root, (manifests, digests), results, curves, history,
@@ -261,7 +262,7 @@ def compare_heads(cfg: SpeakerConfig, out: Path, heads: list[str], log=print) ->
     lines = ["| head | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) | train time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {h} | {100 * r['eer']:.2f} | {r['min_dcf_0.01']:.3f} | {r['min_dcf_0.05']:.3f} | "
               f"{r['train_time_s']:.0f} |" for h, r in rows.items()]
-    write_json(out / "compare_heads.json", {"config": common.resolved_config(cfg), "heads": rows})
+    write_json(out / "compare_heads.json", {"config": common.write_config(out, cfg), "heads": rows})
     write_text(out / "compare_heads.md", "\n".join(lines) + "\n")
     log("\n" + "\n".join(lines) + f"\n\n[done] {out / 'compare_heads.md'}, {out / 'plots' / 'det_heads.png'}")
     return rows
@@ -300,8 +301,8 @@ def main(argv=None) -> int:
 
         heads = canonical_heads() if args.compare_heads == "all" else args.compare_heads.split(",")
         return common.guarded(lambda: compare_heads(load_config(SpeakerConfig, args.config, overrides), args.out,
-                                                    heads))
-    return common.guarded(lambda: run(load_config(SpeakerConfig, args.config, overrides), args.out))
+                                                    heads), args)
+    return common.guarded(lambda: run(load_config(SpeakerConfig, args.config, overrides), args.out), args)
 
 
 def _final(report: dict) -> dict:

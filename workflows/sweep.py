@@ -82,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   "takes --set data.tau=... --set data.fsd=...")
     p.add_argument("--config", help="the workflow's YAML config the sampled keys override")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides of every trial")
+    common.add_verbose_arg(p)
     return p.parse_args(argv)
 
 
@@ -108,7 +109,7 @@ def settings_of(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return common.guarded(lambda: run(settings_of(args), args.out))
+    return common.guarded(lambda: run(settings_of(args), args.out), args)
 
 
 if __name__ == "__main__":

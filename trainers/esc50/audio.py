@@ -131,14 +131,16 @@ class ClassProbabilities(InferenceActor):
         super().__init__(task.build_model, state)
 
     def predict(self, batch: dict) -> dict:
-        av = torch.from_numpy(np.asarray(batch["av"], dtype=np.float32)) if self.model.av_dim else None
-        z = self.model.logits(torch.from_numpy(np.asarray(batch["logmel"], dtype=np.float32)), av)
-        return {"key": batch["key"], "label": batch["label"], "probs": torch.softmax(z, dim=1).numpy()}
+        av = self.floats(batch["av"]) if self.model.av_dim else None
+        z = self.model.logits(self.floats(batch["logmel"]), av)
+        return {"key": batch["key"], "label": batch["label"], "probs": torch.softmax(z, dim=1).cpu().numpy()}
 
 
-def predict(ds, task: SoundTask, state: dict, num_blocks: int, concurrency: int = 1) -> dict[str, tuple]:
+def predict(ds, task: SoundTask, state: dict, num_blocks: int, concurrency: int = 1,
+            use_gpu: bool | None = None) -> dict[str, tuple]:
     """{key: (label, probabilities)} for every clip of a `sound_dataset`."""
-    ds = map_with_actors(ds, ClassProbabilities, (task, state), num_blocks, concurrency, batch_size=32)
+    ds = map_with_actors(ds, ClassProbabilities, (task, state), num_blocks, concurrency, batch_size=32,
+                         use_gpu=use_gpu)
     return {k: (int(lab), p) for b in ds.iter_batches(batch_size=256, batch_format="numpy")
             for k, lab, p in zip(b["key"], b["label"], b["probs"])}
 
@@ -223,11 +225,11 @@ class ClipEmbeddings(InferenceActor):
     def predict(self, batch: dict) -> dict:
         rate = getattr(self.model, "sample_rate", None)
         if rate is None:
-            emb = self.model.embed(torch.from_numpy(np.asarray(batch["logmel"], dtype=np.float32)))
+            emb = self.model.embed(self.floats(batch["logmel"]))
         else:   # clip by clip: clips of unequal length are embedded whole, never padded
-            emb = torch.cat([self.model.embed(_wave_at(key, wav, rate)[None])
+            emb = torch.cat([self.model.embed(_wave_at(key, wav, rate)[None].to(self.device))
                              for key, wav in zip(batch["key"], batch["wav"])])
-        return {"key": batch["key"], "embedding": emb.numpy()}
+        return {"key": batch["key"], "embedding": emb.cpu().numpy()}
 
 
 def _wave_at(key: str, wav: bytes, rate: int) -> torch.Tensor:

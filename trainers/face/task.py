@@ -74,15 +74,15 @@ class EmbedImages(InferenceActor):
         self.flip = flip
 
     def predict(self, batch: dict) -> dict:
-        x = torch.from_numpy(np.ascontiguousarray(batch["feats"], dtype=np.float32))
+        x = self.floats(batch["feats"])
         emb = self.model(x)
         if self.flip:
             emb = emb + self.model(x.flip(3))
-        return {"key": batch["key"], "embedding": emb.numpy()}
+        return {"key": batch["key"], "embedding": emb.cpu().numpy()}
 
 
 def extract_embeddings(paths: list[str], task: FaceTask, encoder_state: dict | None, concurrency: int = 1,
-                       flip: bool = True) -> dict[str, np.ndarray]:
+                       flip: bool = True, use_gpu: bool | None = None) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every image in the shards."""
     return embed_dataset(face_dataset(paths), EmbedImages, (task, encoder_state, flip), len(paths), concurrency,
-                         batch_size=64)
+                         batch_size=64, use_gpu=use_gpu)

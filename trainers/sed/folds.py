@@ -93,7 +93,8 @@ def evaluate_fold(cfg, ablation: str, snr, fold: int, paths: list[str], classes:
     hop_s = cfg.data.hop / cfg.data.sample_rate
     results = {}
     for system, weights in (("trained", trained["state"]), ("untrained", None))[:2 if untrained else 1]:
-        rows = predict(test, task, weights, num_blocks=len(paths), concurrency=cfg.scale.workers)
+        rows = predict(test, task, weights, num_blocks=len(paths), concurrency=cfg.scale.workers,
+                       use_gpu=cfg.scale.use_gpu)
         if not rows:
             raise ConfigError(f"fold {fold} has no test mixtures in {paths[0]}...")
         results[system] = score_clips(rows, classes, hop_s, cfg.eval)
@@ -102,8 +103,7 @@ def evaluate_fold(cfg, ablation: str, snr, fold: int, paths: list[str], classes:
                 plot_activity(r["logmel"], r["frames"], r["frame"], classes, hop_s,
                               run_dir / "plots" / f"activity_{r['key'].replace('/', '_')}.png",
                               title=f"{r['key']} ({ablation}, SNR {snr} dB)", threshold=cfg.eval.threshold)
-    plot_training_curves(trained["history"], run_dir / "plots" / "training.png",
-                         keys=("loss", "acc", "val_micro_ap", "lr"))
+    plot_training_curves(trained["history"], run_dir / "plots" / "training.png")
     log(f"[sed] SNR {snr} dB, {ablation}, test fold {fold}: macro-AP {results['trained']['macro_ap']:.3f}, "
         f"segment F1 {results['trained']['segment_f1']:.3f}"
         + (f" (untrained macro-AP {results['untrained']['macro_ap']:.3f})" if untrained else ""))

@@ -182,14 +182,15 @@ class PredictClips(InferenceActor):
         super().__init__(task.build_model, state)
 
     def predict(self, batch: dict) -> dict:
-        clip, frame = self.model.predict(torch.from_numpy(np.ascontiguousarray(batch["logmel"], dtype=np.float32)))
-        return {**batch, "clip": clip.numpy(), "frame": frame.numpy()}
+        clip, frame = self.model.predict(self.floats(batch["logmel"]))
+        return {**batch, "clip": clip.cpu().numpy(), "frame": frame.cpu().numpy()}
 
 
-def predict(ds, task: SEDTask, state: dict | None, num_blocks: int, concurrency: int = 1) -> list[dict]:
+def predict(ds, task: SEDTask, state: dict | None, num_blocks: int, concurrency: int = 1,
+            use_gpu: bool | None = None) -> list[dict]:
     """Batch inference over a `sed_dataset`: one dict per clip (key, logmel, weak, frames, meta, clip,
     frame), sorted by key."""
-    ds = map_with_actors(ds, PredictClips, (task, state), num_blocks, concurrency, batch_size=16)
+    ds = map_with_actors(ds, PredictClips, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)
     rows = [dict(zip(b, values)) for b in ds.iter_batches(batch_size=64, batch_format="numpy")
             for values in zip(*b.values())]
     return sorted(rows, key=lambda r: r["key"])

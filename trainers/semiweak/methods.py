@@ -44,7 +44,8 @@ def train_method(cfg, method: str, in_channels: int, num_classes: int, paths: di
         state2, history2 = train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
             pseudo_task, cfg.train, run_dir / "stage2", f"semiweak-stage2-{config_hash(key + [m.stage2_init])}",
             lambda: pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
-                                    len(paths["train"]), cfg.scale.workers).randomize_block_order(seed=cfg.train.seed),
+                                    len(paths["train"]), cfg.scale.workers, cfg.scale.use_gpu
+                                    ).randomize_block_order(seed=cfg.train.seed),
             scale, log, val, callbacks)
         stages["two_stage"] = (pseudo_task, state2["model"], history2)
     return stages
@@ -62,7 +63,7 @@ def train_and_evaluate(cfg, in_channels: int, num_classes: int, paths: dict, tag
     for method in cfg.methods:   # evaluated one after another: prediction actors beside training would starve it
         for name, (task, state, history) in trained[method].items():
             results[name] = {**evaluate(read_shards(paths["test"], None, SUPERVISED_MEMBERS), task, state,
-                                        len(paths["test"]), cfg.scale.workers), "history": history}
+                                        len(paths["test"]), cfg.scale.workers, cfg.scale.use_gpu), "history": history}
             log(f"[semiweak] {name}: instance accuracy {100 * results[name]['instance_accuracy']:.2f} %, "
                 f"count MAE {results[name]['count_mae']:.3f}")
     return results

@@ -108,8 +108,10 @@ def assign_to_counts(log_probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def log_probs(net: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Per bag, its instances' log class probabilities (B x K) under the instance classifier `net`."""
-    out = F.log_softmax(net(to_input(np.concatenate(images))), dim=1).numpy()
+    """Per bag, its instances' log class probabilities (B x K) under the instance classifier `net` (on
+    whichever device it is: a GPU actor's or worker's, or the CPU)."""
+    x = to_input(np.concatenate(images)).to(next(net.parameters()).device)
+    out = F.log_softmax(net(x), dim=1).cpu().numpy()
     return np.split(out, np.cumsum([len(a) for a in images])[:-1])
 
 
@@ -160,17 +162,17 @@ class Evaluate(_Model):
         return score_bags(self.model.net, batch)
 
 
-def pseudo_labelled(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int):
+def pseudo_labelled(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int, use_gpu: bool | None = None):
     """The training bags with stage-1 count-exact pseudo-labels, materialized (stage 2 reads them
     every epoch; relabelling each epoch would waste the inference)."""
-    ds = map_with_actors(ds, PseudoLabel, (task, state), num_blocks, concurrency, batch_size=16)
+    ds = map_with_actors(ds, PseudoLabel, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)
     # blocks in input order, not completion order: stage 2 then sees the same block order (and, with its
     # seeded shuffle, the same batches) every run
     ds.context.execution_options.preserve_order = True
     return ds.materialize()
 
 
-def evaluate(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int) -> dict:
+def evaluate(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int, use_gpu: bool | None = None) -> dict:
     """`summarize` of a model on bag shards read with `truth` (Ray Data batch inference)."""
-    return summarize(list(map_with_actors(ds, Evaluate, (task, state), num_blocks, concurrency,
-                                          batch_size=16).iter_batches(batch_size=256, batch_format="numpy")))
+    return summarize(list(map_with_actors(ds, Evaluate, (task, state), num_blocks, concurrency, batch_size=16,
+                                          use_gpu=use_gpu).iter_batches(batch_size=256, batch_format="numpy")))

@@ -105,10 +105,11 @@ class SpeakerTask(HeadTask):
         from trainers.metrics import eer
 
         embs, labels = [], []
+        device = next(model.parameters()).device    # a GPU run validates on its GPU
         for b in val_shard.iter_batches(batch_size=16, batch_format="numpy"):
             for feats, label in zip(b["feats"], b["label"]):
-                x = torch.from_numpy(mean_normalize(np.asarray(feats, dtype=np.float32)))[None]
-                embs.append(torch.nn.functional.normalize(model.encoder(x), dim=1)[0].numpy())
+                x = torch.from_numpy(mean_normalize(np.asarray(feats, dtype=np.float32)))[None].to(device)
+                embs.append(torch.nn.functional.normalize(model.encoder(x), dim=1)[0].cpu().numpy())
                 labels.append(int(label))
         e, labels = np.stack(embs), np.array(labels)
         i, j = np.triu_indices(len(e), 1)
@@ -143,13 +144,13 @@ class EmbedBatch(InferenceActor):
     def predict(self, batch: dict) -> dict:
         embs = []
         for feats in batch["feats"]:
-            x = torch.from_numpy(mean_normalize(np.asarray(feats, dtype=np.float32)))[None]
-            embs.append(self.model(x)[0].numpy())
+            x = self.floats(mean_normalize(np.asarray(feats, dtype=np.float32)))[None]
+            embs.append(self.model(x)[0].cpu().numpy())
         return {"key": batch["key"], "embedding": np.stack(embs)}
 
 
 def extract_embeddings(paths: list[str], task: SpeakerTask, encoder_state: dict | None,
-                       concurrency: int = 1) -> dict[str, np.ndarray]:
+                       concurrency: int = 1, use_gpu: bool | None = None) -> dict[str, np.ndarray]:
     """Batch inference with Ray Data: {key: embedding} for every utterance in the shards."""
     return embed_dataset(feature_dataset(paths, task.front), EmbedBatch, (task, encoder_state), len(paths),
-                         concurrency, batch_size=8)
+                         concurrency, batch_size=8, use_gpu=use_gpu)
