@@ -18,8 +18,8 @@ and resampled to 16 kHz: the realistic case for corpora that are not already 16 
 Ray is started and warmed up (one tiny build, so the Ray workers have imported torch/torchaudio)
 before anything is timed; each timed region runs from the item list to finished shards + manifest.
 The variants alternate ``--reps`` times in this one process; the best of each is reported. Two
-untimed, traced Ray builds follow (decode wrapped to log pid + start/end per item): as built, and
-with ``DataContext.op_resource_reservation_enabled=False``, to show how many decodes ran at once.
+untimed, traced Ray build follows (decode wrapped to log pid + start/end per item), to show how many
+decodes ran at once.
 Target: speed-up (baseline / ray) >= 1.7.
 
     python benchmarks/bench_shards.py [--files 1024] [--samples-per-shard 256] [--reps 2] [--no-1t]
@@ -126,25 +126,16 @@ class TracedDecode:
         return out
 
 
-def traced_ray_build(items: list[dict], out: Path, samples_per_shard: int, log: Path,
-                     reservation: bool) -> dict:
+def traced_ray_build(items: list[dict], out: Path, samples_per_shard: int, log: Path) -> dict:
     """One build_shards run with a traced decode; returns wall time, decode processes, max overlap."""
-    import ray
-
     from datasets.shards import build_shards
 
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.op_resource_reservation_enabled
-    ctx.op_resource_reservation_enabled = reservation
     shutil.rmtree(out, ignore_errors=True)
-    try:
-        t0 = time.perf_counter()
-        build_shards(items, out, corpus="bench", split="train", decode=TracedDecode(str(log)),
-                     config={"sample_rate": TARGET_SR, "format": "wav-pcm16-mono"},
-                     samples_per_shard=samples_per_shard, seed=0, log=lambda _msg: None)
-        wall = time.perf_counter() - t0
-    finally:
-        ctx.op_resource_reservation_enabled = saved
+    t0 = time.perf_counter()
+    build_shards(items, out, corpus="bench", split="train", decode=TracedDecode(str(log)),
+                 config={"sample_rate": TARGET_SR, "format": "wav-pcm16-mono"},
+                 samples_per_shard=samples_per_shard, seed=0, log=lambda _msg: None)
+    wall = time.perf_counter() - t0
     rows = [line.split() for line in log.read_text().splitlines()]
     events = sorted([(float(a), 1) for _, a, _ in rows] + [(float(b), -1) for _, _, b in rows])
     level = peak = 0
@@ -234,11 +225,8 @@ def main() -> None:
                 print(f"[rep {rep + 1}/{args.reps}] {name:11s} {times[name][-1]:6.2f} s "
                       f"({len(manifest['shards'])} shards)", flush=True)
 
-        diag = {}
-        if not args.no_diagnose:
-            for resv in (True, False):
-                diag[resv] = traced_ray_build(items, work / "out-diag", args.samples_per_shard,
-                                              work / f"trace-{resv}.txt", reservation=resv)
+        diag = None if args.no_diagnose else traced_ray_build(items, work / "out-diag", args.samples_per_shard,
+                                                              work / "trace.txt")
 
         ray_wavs, base_wavs = wav_members(work / "out-ray"), wav_members(work / "out-baseline")
         same = ray_wavs == base_wavs
@@ -274,16 +262,8 @@ def main() -> None:
                   f"A perfect 2-way split of the baseline would take {ideal:.2f} s; Ray took {best_ray - ideal:+.2f} s "
                   "more.")
         if diag:
-            d, nd = diag[True], diag[False]
-            print(f"Diagnosis (traced, untimed builds): as built, at most {d['overlap']} decode(s) ran at once "
-                  f"({d['pids']} worker process(es), {d['busy']:.2f} s of decode work in {d['wall']:.2f} s); with "
-                  f"DataContext.op_resource_reservation_enabled=False at most {nd['overlap']} ran at once, "
-                  f"{nd['wall']:.2f} s ({best_base / nd['wall']:.2f}x vs the baseline).")
-            if d["overlap"] == 1 and nd["overlap"] > 1:
-                print("=> The plan is MapBatches(DecodeShard) -> Write as two operators (ShardSink forces a node label "
-                      "selector onto the write tasks, so Ray Data cannot fuse them), and on a 2-CPU cluster Ray Data's "
-                      "per-operator resource reservation lets the decode operator run only 1 task at a time: the "
-                      "build is serial.")
+            print(f"Diagnosis (traced, untimed build): at most {diag['overlap']} decode(s) ran at once "
+                  f"({diag['pids']} worker process(es), {diag['busy']:.2f} s of decode work in {diag['wall']:.2f} s).")
             print(f"Note: one Ray task per shard, so the {n_shards} shard(s) bound the parallelism"
                   + (" (an odd count leaves a CPU idle in the last wave)." if n_shards % 2 else "."))
         if not same:

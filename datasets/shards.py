@@ -218,13 +218,18 @@ def shard_paths(out_dir: str | os.PathLike, manifest: dict | None = None) -> lis
 
 def read_shards(paths: Sequence[str], shuffle_seed: int | None = None, members: Sequence[str] | None = None):
     """Ray Dataset of the shards' samples, one read block per shard; `shuffle_seed` randomizes the
-    shard order (training), None keeps it (evaluation). `members` (extensions) reads only those: a
-    member left out never leaves the tar."""
+    shard order (training; the same order every epoch), None keeps it (evaluation). `members`
+    (extensions) reads only those: a member left out never leaves the tar."""
     import ray
 
-    ds = ray.data.read_webdataset(list(paths), override_num_blocks=len(paths),
-                                  suffixes=list(members) if members is not None else None)
-    return ds if shuffle_seed is None else ds.randomize_block_order(seed=shuffle_seed)
+    paths = list(paths)
+    if shuffle_seed is not None:
+        # The permutation `randomize_block_order(seed)` applies to the blocks, applied to the paths
+        # instead: that operator is an all-to-all barrier (nothing flows on until every shard is read,
+        # for a large corpus into the object store) and keeps the reads from fusing with the next map.
+        np.random.default_rng(shuffle_seed).shuffle(paths)
+    return ray.data.read_webdataset(paths, override_num_blocks=len(paths),
+                                    suffixes=list(members) if members is not None else None)
 
 
 def json_member(value) -> dict:
@@ -315,13 +320,10 @@ def build_shards(
         sink = ShardSink(str(staging), corpus, split)
         # The build is one fused decode+write operator, so Ray Data's per-operator resource
         # reservation only holds CPUs back for operators that do not exist (measured: on 2 CPUs it
-        # leaves one idle half the time; benchmarks/bench_shards.py).
-        ctx = ray.data.DataContext.get_current()
-        reservation, ctx.op_resource_reservation_enabled = ctx.op_resource_reservation_enabled, False
-        try:
-            plan.map_batches(DecodeShard(decode), batch_size=1).write_datasink(sink)
-        finally:
-            ctx.op_resource_reservation_enabled = reservation
+        # runs one task until the first finishes; benchmarks/bench_shards.py). Set on the plan's own
+        # DataContext: a Dataset copies the current one when it is created, later changes miss it.
+        plan.context.op_resource_reservation_enabled = False
+        plan.map_batches(DecodeShard(decode), batch_size=1).write_datasink(sink)
         results = sink.results
         _check_complete(results, chunks, corpus, split)
         bad = [b for r in results for b in r["bad"]]

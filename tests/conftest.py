@@ -141,3 +141,38 @@ def write_augment_sources(root, seed=0, sr=16000):
              0.5 * rng.standard_normal(len(t)) * np.exp(-6.9 * t / 0.3))
     write_wav(rirs / "pointsource_noises" / "noise-free-sound-0001.wav", rng.standard_normal(sr))   # not an RIR
     return musan, rirs
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts proxied into tmp), in its own process
+    group, killed with all its workers at the end; yields its URI once it answers /health."""
+    import socket
+    import urllib.request
+    from pathlib import Path
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                             f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None and time.time() < deadline, (tmp / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # its store is in tmp: nothing to shut down cleanly
+        proc.wait()
+        log.close()

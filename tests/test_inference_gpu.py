@@ -62,3 +62,30 @@ def test_actors_request_gpus_only_with_use_gpu(ray_local, use_gpu):
     else:   # no GPU asked: the CPU even where the node has CUDA
         assert {float(r["gpu"]) for r in rows} == {0.0} and {int(r["gpu_ids"]) for r in rows} == {0}
         assert {str(r["device"]) for r in rows} == {"cpu"}
+
+
+class Double:
+    def __call__(self, batch: dict) -> dict:
+        return {"y": batch["id"] * 2}
+
+
+@pytest.mark.timeout(240)
+def test_actors_beside_another_run_leave_a_cpu_for_the_reads(ray_local):
+    """Another run holds half a CPU of the 2 (a training worker of parallel runs: semi-weak's stage-2
+    pseudo-labelling runs while the other methods train). Actors given that run's share (`cpus`) leave a whole
+    CPU to the read tasks they consume; at the default (the cluster's CPUs but one) only half a CPU would be left
+    and no read task could start (the deadlock seen in CI)."""
+    ray = ray_local
+
+    @ray.remote(num_cpus=0.5)
+    class Training:
+        def ready(self) -> bool:
+            return True
+
+    holder = Training.remote()
+    ray.get(holder.ready.remote())
+    ds = ray.data.range(8, override_num_blocks=4)   # 4 read tasks of 1 CPU each
+    rows = sorted(r["y"] for r in map_with_actors(ds, Double, (), num_blocks=4, concurrency=1, batch_size=2,
+                                                  use_gpu=False, cpus=0.5).iter_rows())
+    assert rows == [2 * i for i in range(8)]
+    ray.kill(holder)

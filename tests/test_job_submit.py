@@ -1,8 +1,11 @@
 """`ray job submit --working-dir . -- python workflows/<speaker|sed|esc50_actions|robust|avspeaker|morph|foolhd>.py`
 against a local head with token auth on; a two-node cluster on this machine (a second `ray start --address` node)
 running a 2-worker semi-weak job."""
+import concurrent.futures
+import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -84,10 +87,10 @@ def start_head(env: dict) -> tuple[str, int, int]:
     pytest.fail("ray start --head failed three times; its logs are printed above")
 
 
-@pytest.fixture(scope="module")
-def local_head():
-    """One head for every test here (a start costs ~10 s on 2 cores): the jobs are independent; the two-node test
-    runs after the workflows' jobs (file order) and its second node stops with the head."""
+@contextlib.contextmanager
+def head_cluster():
+    """A local head with token auth on, stopped (and its temp dir removed) at the end: (env, job address, GCS port,
+    temp dir)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     temp, gcs, dash = start_head(env)
@@ -99,8 +102,17 @@ def local_head():
             shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def local_head():
+    """One head for the tests here (a start costs ~10 s on 2 cores); the two-node test runs after the workflows'
+    jobs (file order) and its second node stops with the head."""
+    with head_cluster() as head:
+        yield head
+
+
 WORKFLOWS = {
-    "speaker": (["--epochs", "2", "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4"],
+    "speaker": (["--epochs", "2", "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4",
+                 "--set", "train.log_every_steps=1"],
                 lambda report: "veri_test2" in report["verification"]),
     "esc50_actions": (["--epochs", "2", "--model", "av_logreg", "--fold", "1"],
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),
@@ -127,6 +139,10 @@ WORKFLOWS = {
                              "train.batch_size=3") for a in ("--set", kv)],
                lambda report: foolhd_job_ok(report)),
 }
+
+
+LONGEST_FIRST = ["morph", "foolhd", "robust", "sed", "esc50_actions", "speaker", "avspeaker"]
+assert sorted(LONGEST_FIRST) == sorted(WORKFLOWS)
 
 
 def foolhd_job_ok(report: dict) -> bool:
@@ -176,30 +192,76 @@ def robust_job_ok(report: dict) -> bool:
     return True
 
 
-def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> str:
-    """`ray job submit` of a workflow; asserts the job succeeded; returns what it printed."""
+def run_job(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """`ray job submit` of a workflow, waiting for it to end."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
            "python", f"workflows/{workflow}.py", "--out", str(out), *args]
     # a fresh head answers "No available agent" until its job agent is up
     for _ in range(int(os.environ.get("JOB_TRIES", 30))):
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
         if "No available agent" not in proc.stderr + proc.stdout:
-            break
+            return proc
         time.sleep(2)
+    return proc
+
+
+def succeeded(proc: subprocess.CompletedProcess) -> str:
+    """Asserts the job succeeded; returns what it printed."""
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "succeeded" in proc.stdout
     return proc.stdout
 
 
+def submit(env: dict, address: str, workflow: str, out: Path, args: list[str]) -> str:
+    return succeeded(run_job(env, address, workflow, out, args))
+
+
+@pytest.fixture(scope="module")
+def workflow_jobs(local_head, tmp_path_factory):
+    """Every workflow's job, on two clusters at once (each runs one job at a time, longest first): on 2 cores much
+    of a job is start-up and waiting (runtime env, Ray Train's controller, actors), which the other job's compute
+    fills. Two clusters, not two jobs on one: each job sizes its Ray Train workers and actor pools to the CPUs of
+    its cluster, and two such jobs could hold every CPU while each waits for a data task.
+    {workflow: (future of its finished `ray job submit`, its OUT)}."""
+    root = tmp_path_factory.mktemp("jobs")
+    futures = {w: concurrent.futures.Future() for w in LONGEST_FIRST}
+    todo = queue.Queue()
+    for w in LONGEST_FIRST:
+        todo.put(w)
+
+    def drain(head) -> None:
+        if head is None:   # the second cluster lives as long as its jobs
+            with head_cluster() as second:
+                return drain(second)
+        env, address, _, _ = head
+        while True:
+            try:
+                w = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                futures[w].set_result(run_job(env, address, w, root / w, WORKFLOWS[w][0]))
+            except Exception as exc:   # a hung or failed submit fails its own test
+                futures[w].set_exception(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        done = [pool.submit(drain, head) for head in (local_head, None)]
+        yield {w: (futures[w], root / w) for w in LONGEST_FIRST}
+        concurrent.futures.wait(done)
+
+
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
-def test_job_submit_runs_the_workflow(local_head, tmp_path, workflow):
-    env, address, _, _ = local_head
-    args, check = WORKFLOWS[workflow]
-    printed = submit(env, address, workflow, tmp_path / "job-out", args)
-    assert check(json.loads((tmp_path / "job-out" / "metrics.json").read_text()))
-    progress = [line for line in printed.splitlines() if "[train] epoch" in line]
-    assert workflow != "speaker" or len(progress) == 2, printed[-3000:]  # 2 epochs, each shown once
+def test_job_submit_runs_the_workflow(workflow_jobs, workflow):
+    future, out = workflow_jobs[workflow]
+    printed = succeeded(future.result())
+    check = WORKFLOWS[workflow][1]
+    assert check(json.loads((out / "metrics.json").read_text()))
+    if workflow == "speaker":   # 2 epoch lines and a step line per step (train.log_every_steps=1), each shown once
+        epochs = [line for line in printed.splitlines() if "[train] epoch" in line and " step " not in line]
+        steps = [line.split(")", 1)[-1] for line in printed.splitlines() if "[train] epoch 2/2 step " in line]
+        assert len(epochs) == 2 and steps, printed[-3000:]
+        assert len(set(steps)) == len(steps) and steps[0].strip().startswith("[train] epoch 2/2 step 1/"), steps
 
 
 def test_two_node_cluster_runs_a_two_worker_job(local_head, tmp_path):

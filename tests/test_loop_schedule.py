@@ -82,3 +82,15 @@ def test_plateau_lr_is_replayed_from_the_history():
     assert lrs == pytest.approx([1e-3] * 5 + [1e-4] * 4 + [1e-5])
     with pytest.raises(ValueError, match="excludes"):
         validate(LoopConfig(epochs=5, monitor="val_micro_ap", lr_milestones=[2]))
+
+
+def test_step_progress_line_by_hand():
+    from trainers.loop import _step_line
+
+    # 1000 samples in 10 s: 100/s; 50 of 200 steps in 10 s leaves 150 steps, 30 s
+    assert (_step_line(0, 3, 50, 200, 1.2346, 0.5, 1000, 10.0)
+            == "[train] epoch 1/3 step 50/200 loss 1.235 acc 0.500 100 samples/s, epoch ETA 0m30s")
+    # the first epoch (no step count yet), or a step past the previous epoch's count: no total, no ETA
+    assert (_step_line(0, 3, 50, 0, 1.0, 0.25, 500, 10.0)
+            == "[train] epoch 1/3 step 50 loss 1.000 acc 0.250 50 samples/s")
+    assert _step_line(1, 3, 210, 200, 1.0, 0.25, 500, 10.0).startswith("[train] epoch 2/3 step 210 loss")

@@ -1,6 +1,9 @@
-"""Integration: demo corpus -> shards -> 2-worker Ray Train -> embeddings -> EER, on a real local Ray."""
+"""Integration: demo corpus -> shards -> 2-worker Ray Train -> embeddings -> EER, on a real local Ray; the
+runs tracked (`--tracker`) to a real MLflow server and to TensorBoard, read back."""
+import contextlib
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +19,23 @@ FAST = ["train.epochs=10", "scale.workers=2", "demo.n_train_speakers=48"]
 
 
 @pytest.fixture(scope="module")
-def demo_run(ray_local, tmp_path_factory):
+def demo_run(ray_local, tmp_path_factory, mlflow_server):
     out = tmp_path_factory.mktemp("speaker")
     cfg = load_config(SpeakerConfig, None, FAST)
-    return out, cfg, run(cfg, out, log=print)
+    with tracked("mlflow", out, mlflow_server):
+        return out, cfg, run(cfg, out, log=print)
+
+
+@contextlib.contextmanager
+def tracked(backend: str, out, uri=None):
+    """The session `--tracker BACKEND [--tracking-uri URI]` opens around a job (workflows/common.py guarded)."""
+    from trainers import tracking
+
+    tracking.start(backend, out, "speaker", uri)
+    try:
+        yield
+    finally:
+        tracking.finish("FINISHED")
 
 
 def test_trained_beats_untrained(demo_run):
@@ -55,6 +71,38 @@ def test_outputs_and_provenance(demo_run):
     assert (out / "results.md").read_text().count("veri_test2") == 2
 
 
+def test_run_logged_to_an_mlflow_server(demo_run, mlflow_server, tmp_path):
+    """The run's MLflow session, read back from a real server with the MLflow client: the resolved config as
+    params, every epoch (logged from Ray Train's controller) as metrics.json records it, the final metrics, and
+    config.yaml, metrics.json, results.md and the PNGs as artifacts."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    out, _, report = demo_run
+    client = MlflowClient(mlflow_server)
+    [run_] = client.search_runs([client.get_experiment_by_name("speaker").experiment_id])
+    assert run_.info.status == "FINISHED" and run_.info.run_name == out.name and run_.data.tags["out"] == str(out)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    params = run_.data.params
+    assert params["train.epochs"] == "10" and params["scale.workers"] == "2" and params["demo.n_train_speakers"] == "48"
+    assert params["head.name"] == config["head"]["name"] and params["head.m"] == str(config["head"]["m"])
+    assert params["model.encoder_args.hid_dim"] == str(config["model"]["encoder_args"]["hid_dim"])
+    for name in ("loss", "margin"):
+        history = sorted(client.get_metric_history(run_.info.run_id, f"train/{name}"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(h["epoch"], pytest.approx(h[name])) for h in report["history"]]
+    eer = report["verification"]["veri_test2"]["trained"]["eer"]
+    assert run_.data.metrics["verification.veri_test2.trained.eer"] == pytest.approx(eer)
+    assert {a.path for a in client.list_artifacts(run_.info.run_id)} == {"config.yaml", "metrics.json", "results.md",
+                                                                          "plots"}
+    assert {a.path for a in client.list_artifacts(run_.info.run_id, "plots")} == {"plots/det.png",
+                                                                                   "plots/training.png"}
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_.info.run_id, tracking_uri=mlflow_server,
+                                                     dst_path=str(tmp_path)))
+    assert (local / "results.md").read_text() == (out / "results.md").read_text()
+    assert (local / "plots" / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "mlflow.db").exists()   # all of it went to the server
+
+
 def test_second_run_reuses_shards_and_model(demo_run, capsys):
     out, cfg, first = demo_run
     before = (out / "model.pt").stat().st_mtime_ns
@@ -70,10 +118,23 @@ def test_held_out_speakers_are_scored_every_epoch(ray_local, tmp_path):
     """data.val_speakers: those training speakers leave training and their all-pairs EER is reported
     per epoch (what sweeps select on), below chance (0.5) after 3 epochs on 12 speakers (measured 0.40)."""
     cfg = load_config(SpeakerConfig, None, ["train.epochs=3", "demo.n_train_speakers=16", "data.val_speakers=4"])
-    report = run(cfg, tmp_path, log=print)
+    with tracked("tensorboard", tmp_path):
+        report = run(cfg, tmp_path, log=print)
     val = [h["val_eer"] for h in report["history"]]
     print("val_eer per epoch", val)
     assert len(val) == 3 and all(0 <= v <= 1 for v in val) and val[-1] < 0.45
+    # its TensorBoard session, read with TensorBoard's event reader: every epoch (from Ray Train's controller),
+    # the final metrics, the config and results.md
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    epochs = EventAccumulator(str(tmp_path / "tensorboard" / "train")).Reload()
+    for name in ("loss", "val_eer"):
+        assert [(e.step, e.value) for e in epochs.Scalars(name)] == [(h["epoch"], pytest.approx(h[name]))
+                                                                     for h in report["history"]], name
+    final = EventAccumulator(str(tmp_path / "tensorboard" / "final")).Reload()
+    [eer] = final.Scalars("verification.veri_test2.trained.eer")
+    assert eer.step == 0 and eer.value == pytest.approx(report["verification"]["veri_test2"]["trained"]["eer"])
+    assert {"config/text_summary", "results/text_summary"} <= set(final.Tags()["tensors"]), final.Tags()
     from workflows.sweep import TARGETS  # what a `workflows/sweep.py speaker` trial reports
 
     final = TARGETS["speaker"].final(report)

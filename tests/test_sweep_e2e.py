@@ -3,7 +3,7 @@ Ray instance (another user's), stopped with SIGTERM (a scheduler's; handled as C
 trial, then resumed with the same command. The stopped sweep exits 130 and leaves no process behind; the
 resumed one finishes without rerunning the finished trial. Neither mistakes the other Ray for its own (Ray
 Train's placement-group watcher would then fail or free the wrong run's resources) nor stops it; the
-table, the best config, the PNGs and the Optuna study are left."""
+table, the best config, the PNGs, the Optuna study and one MLflow run per trial (`--tracker mlflow`) are left."""
 import json
 import os
 import re
@@ -27,7 +27,8 @@ def sweep_cmd(out: Path) -> list[str]:
     return [sys.executable, str(ROOT / "workflows" / "sweep.py"), "semiweak", "--space", "semiweak",
             "--trials", str(TRIALS), "--out", str(out), "--seed", "1",
             "--set", "train.epochs=2", "--set", "demo.per_train_batch=70", "--set", "demo.test_size=64",
-            "--set", "width=4", "--verbose"]   # verbose: the test watches Tune's own lines on the console
+            "--set", "width=4", "--tracker", "mlflow",   # the local store, OUT/mlflow.db
+            "--verbose"]   # verbose: the test watches Tune's own lines on the console
 
 
 def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, unrelated_ray):
@@ -92,3 +93,18 @@ def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, u
 
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) >= TRIALS - 1
+
+    # --tracker mlflow: one finished MLflow run per trial (the interrupted trial's first attempt may leave one
+    # more, unfinished), with the sampled keys and every epoch's validation metric
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(out.name).experiment_id])
+    tracked = {r.info.run_name: r for r in runs if r.info.status == "FINISHED"}
+    header = rows[0].split(",")
+    for row in (dict(zip(header, r.split(","))) for r in rows[1:]):
+        run = tracked.pop(f"run_trial_{row['trial']}")
+        assert run.data.params["bags.size"] == row["bags.size"]
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_count_error"))
+        assert steps == list(range(1, int(row["epochs"]) + 1 + (row["status"] == "finished"))), (row, steps)
+    assert not tracked, tracked   # one per trial

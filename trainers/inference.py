@@ -48,9 +48,11 @@ class InferenceActor:
 
 
 def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int,
-                    use_gpu: bool | None = None):
+                    use_gpu: bool | None = None, cpus: float | None = None):
     """`ds.map_batches` through a pool of `udf` actors. The actors leave a CPU free for the read
-    tasks (or a small cluster deadlocks); more actors than read blocks would idle. `use_gpu` (the
+    tasks (or a small cluster deadlocks); more actors than read blocks would idle. `cpus`: CPUs per
+    actor where other runs hold CPUs meanwhile (a training worker's share of parallel runs, which
+    leaves the CPU for the reads too); default: the cluster's but one, shared. `use_gpu` (the
     config's `scale.use_gpu`; None: when the cluster has a GPU): each actor also requests a GPU or an
     even share of one (`gpus_per_actor`) and runs its model there."""
     import ray
@@ -58,7 +60,7 @@ def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency
     concurrency = max(1, min(concurrency, num_blocks))
     return ds.map_batches(udf, fn_constructor_args=udf_args, batch_size=batch_size, batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(size=concurrency),
-                          num_cpus=cpus_leaving_one_for_data(concurrency),
+                          num_cpus=cpus_leaving_one_for_data(concurrency) if cpus is None else cpus,
                           num_gpus=gpus_per_actor(concurrency, use_gpu))
 
 

@@ -154,6 +154,7 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val") if config.get("validate") and rank == 0 else None
 
     run_t0 = time.perf_counter()   # this attempt's start: elapsed and ETA count the epochs it trained
+    steps_per_epoch = 0            # known after one epoch: the step lines' total and ETA
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at(cfg, epoch, history)
         for group in optimizer.param_groups:
@@ -164,7 +165,8 @@ def train_loop_per_worker(config: dict) -> None:
         model.train()
         t0 = time.perf_counter()
         loss_sum = correct = count = 0.0
-        for batch in _in_lockstep(task.batches(shard, epoch, rank), device):
+        step = 0
+        for step, batch in enumerate(_in_lockstep(task.batches(shard, epoch, rank), device), 1):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss, n_correct, n = model(**batch)
             optimizer.zero_grad(set_to_none=True)
@@ -175,7 +177,11 @@ def train_loop_per_worker(config: dict) -> None:
             loss_sum += float(loss.detach()) * n
             correct += float(n_correct)
             count += n
+            if rank == 0 and cfg.log_every_steps and step % cfg.log_every_steps == 0:
+                _progress(_step_line(epoch, cfg.epochs, step, steps_per_epoch, loss_sum / count, correct / count,
+                                     count, time.perf_counter() - t0))
         elapsed = time.perf_counter() - t0
+        steps_per_epoch = step if count else steps_per_epoch
         loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
         if count == 0:
             raise RuntimeError(f"epoch {epoch + 1}: no training batches (fewer samples than train.batch_size="
@@ -224,11 +230,22 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
 
 def _elapsed_eta(elapsed: float, done: int, left: int) -> str:
     """"elapsed 1m05s, ETA 2m10s": the time so far, and the epochs left at the mean time of those done."""
-    def clock(seconds: float) -> str:
-        m, s = divmod(int(round(seconds)), 60)
-        return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+    return f"elapsed {_clock(elapsed)}, ETA {_clock(elapsed / max(done, 1) * left)}"
 
-    return f"elapsed {clock(elapsed)}, ETA {clock(elapsed / max(done, 1) * left)}"
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def _step_line(epoch: int, epochs: int, step: int, steps_per_epoch: int, loss: float, acc: float, samples: float,
+               elapsed: float) -> str:
+    """A progress line inside an epoch (rank 0's running means; the epoch line has all ranks')."""
+    total, eta = "", ""
+    if steps_per_epoch >= step:   # a previous epoch's step count: the total and the epoch's ETA
+        total, eta = f"/{steps_per_epoch}", f", epoch ETA {_clock(elapsed / step * (steps_per_epoch - step))}"
+    return (f"[train] epoch {epoch + 1}/{epochs} step {step}{total} loss {loss:.3f} acc {acc:.3f} "
+            f"{samples / elapsed:.0f} samples/s{eta}")
 
 
 def _progress(line: str) -> None:
@@ -297,10 +314,12 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
     """Train through `fit`, or reuse `out/model.pt` from a finished run of the same name (the name
     hashes the config and the data). An interrupted run with the same name resumes from its latest
     checkpoint. `train_ds_fn` / `val_ds_fn` build the datasets only when training runs; `val_ds_fn`:
-    a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's).
+    a dataset `task.evaluate` scores after every epoch; `callbacks`: Ray Train callbacks (Tune's); the job's
+    tracking session (`--tracker`) adds its own, which logs every epoch.
     Returns ({"model": state dict, "epoch": epochs trained}, training history); with train.monitor the
     model is the best epoch's, and "best_epoch" says which."""
     from datasets.atomic import atomic_path
+    from trainers import tracking
 
     model_file = Path(out) / "model.pt"
     if model_file.is_file():
@@ -315,9 +334,12 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
         log(f"[train] {storage} also holds {len(others)} unfinished run(s) of other configs ({size:.0f} MB), kept "
             "so that a rerun of that config resumes: delete them to free the space")
     datasets = {"train": train_ds_fn(), **({"val": val_ds_fn()} if val_ds_fn else {})}
+    log(f"[train] run {run_name}: {loop.epochs} epochs on {scale.workers} worker(s), checkpoints in {storage}")
+    t0 = time.perf_counter()
     result = fit(task, datasets, loop, storage_path=str(storage), name=run_name,
                  workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log),
-                 callbacks=callbacks, placement_strategy=scale.placement_strategy)
+                 callbacks=[*(callbacks or []), *tracking.epoch_callbacks(out)],
+                 placement_strategy=scale.placement_strategy)
     if result.error is not None:
         raise result.error
     state, history = load_checkpoint_state(result.checkpoint)
@@ -326,6 +348,8 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
              **({"best_epoch": best["epoch"]} if best else {})}                             # in the checkpoints only
     with atomic_path(model_file) as tmp:
         torch.save({"run_name": run_name, "state": state, "history": history}, tmp)
+    best_note = f", best epoch {best['epoch']}" if best else ""
+    log(f"[train] run {run_name} done in {_clock(time.perf_counter() - t0)}{best_note}: {model_file}")
     # model.pt now holds the finished run: its checkpoints only ever served to resume it
     shutil.rmtree(storage / run_name, ignore_errors=True)
     return state, history

@@ -28,5 +28,7 @@ class LoopConfig:
     monitor: str = ""
     plateau_patience: int = 3
     plateau_factor: float = 0.1
+    log_every_steps: int = 100       # rank 0 prints a progress line every N steps inside an epoch (WeSpeaker's
+                                     # log_batch_interval); 0 = epoch lines only
     monitor_lr: bool = True          # False: train.monitor only picks the best epoch's model; the lr follows the
                                      # schedule above (step milestones or decay), not the plateau

@@ -111,6 +111,8 @@ def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from trainers import tracking
+
     if settings.workflow != target.name:
         raise ConfigError(f"sweep settings are for workflow {settings.workflow!r}, the target is {target.name!r}")
     if settings.scheduler not in ("asha", "fifo"):
@@ -166,7 +168,8 @@ def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
             tune_config=tune.TuneConfig(metric=target.metric, mode=target.mode, num_samples=settings.trials,
                                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
                                         scheduler=scheduler, max_concurrent_trials=concurrency),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out)))
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out),
+                                      callbacks=tracking.sweep_callbacks(out, settings.workflow, log) or None))
     results = tuner.fit()
     if results.num_terminated + results.num_errors < settings.trials:
         # Tune's SIGINT handler (SIGTERM comes through it too) saves the experiment and returns what it has:

@@ -23,6 +23,16 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="scale.workers: Ray Train workers")
     p.add_argument("--epochs", type=int, help="train.epochs")
     add_verbose_arg(p)
+    add_tracking_args(p)
+
+
+def add_tracking_args(p: argparse.ArgumentParser) -> None:
+    """Experiment tracking flags: not config keys (tracking changes no result, config hash or run name)."""
+    p.add_argument("--tracker", choices=("mlflow", "tensorboard"),
+                   help="log the run (config, per-epoch and final metrics, results.md and plots): to MLflow "
+                        "(--tracking-uri; default: the local store OUT/mlflow.db) or TensorBoard (OUT/tensorboard)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (http://host:5000, sqlite:///...); "
+                                                        "only with --tracker mlflow")
 
 
 def add_verbose_arg(p: argparse.ArgumentParser) -> None:
@@ -195,8 +205,17 @@ def guarded(fn, args: argparse.Namespace | None = None) -> int:
     def ray_up() -> bool:   # without importing Ray: a job that never imported it never started it
         return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
+    tracker = getattr(args, "tracker", None)
+    if getattr(args, "tracking_uri", None) and tracker != "mlflow":
+        print("error: --tracking-uri is an MLflow tracking URI: give it with --tracker mlflow", file=sys.stderr)
+        return 2
     already_up = ray_up()
     restore = log_to_file(args.out, args.verbose) if args is not None else None
+    if tracker:
+        from trainers import tracking
+
+        # the workflow's name (the MLflow experiment): the script defining the job (workflows/<name>.py)
+        tracking.start(tracker, args.out, Path(fn.__code__.co_filename).stem, args.tracking_uri)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     code = 1   # anything not caught below propagates with its traceback
     try:
@@ -226,6 +245,8 @@ def guarded(fn, args: argparse.Namespace | None = None) -> int:
                 print(f"Ray's logs of this run: {kept} (removed when the next local run starts)", file=sys.stderr)
         if restore is not None:
             restore(discard=code == 2)
+        if tracker:
+            tracking.finish({0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"))
     return code
 
 
@@ -280,13 +301,16 @@ def write_config(out: Path, cfg) -> dict:
 
 def write_report(out: Path, cfg, report: dict, table: str, plots: str, log=print) -> dict:
     """config.yaml (the resolved config), metrics.json (`report` with the resolved config and the
-    package versions), results.md (the table), and the closing lines saying where to look."""
+    package versions), results.md (the table), all of them and the plots into the job's tracker (if
+    --tracker), and the closing lines saying where to look."""
     from datasets.atomic import write_json, write_text
+    from trainers import tracking
 
     config = write_config(out, cfg)
     report = {"workflow": report.pop("workflow"), "config": config, "versions": versions(), **report}
     write_json(out / "metrics.json", report)
     write_text(out / "results.md", table + "\n")
+    tracking.log_report(out, config, report, table)
     log("\n" + table + f"\n\n[done] metrics: {out / 'metrics.json'}\n[done] plots:   {plots}")
     return report
 

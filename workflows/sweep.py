@@ -83,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="the workflow's YAML config the sampled keys override")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides of every trial")
     common.add_verbose_arg(p)
+    common.add_tracking_args(p)
     return p.parse_args(argv)
 
 

@@ -43,8 +43,10 @@ def train_method(cfg, method: str, in_channels: int, num_classes: int, paths: di
         (run_dir / "stage2").mkdir(exist_ok=True)
         state2, history2 = train_or_reuse(   # pseudo-labelling runs only if stage 2 trains
             pseudo_task, cfg.train, run_dir / "stage2", f"semiweak-stage2-{config_hash(key + [m.stage2_init])}",
+            # the other methods may still be training: the labelling actors take this run's workers' CPU share
+            # (taking the cluster's but one, they left too little for any read task: a deadlock, seen in CI)
             lambda: pseudo_labelled(read_shards(paths["train"], None, TRAIN_MEMBERS), task, state["model"],
-                                    len(paths["train"]), cfg.scale.workers, cfg.scale.use_gpu
+                                    len(paths["train"]), cfg.scale.workers, cfg.scale.use_gpu, scale.cpus_per_worker
                                     ).randomize_block_order(seed=cfg.train.seed),
             scale, log, val, callbacks)
         stages["two_stage"] = (pseudo_task, state2["model"], history2)

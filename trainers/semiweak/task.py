@@ -162,10 +162,12 @@ class Evaluate(_Model):
         return score_bags(self.model.net, batch)
 
 
-def pseudo_labelled(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int, use_gpu: bool | None = None):
+def pseudo_labelled(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int, use_gpu: bool | None = None,
+                    cpus: float | None = None):
     """The training bags with stage-1 count-exact pseudo-labels, materialized (stage 2 reads them
-    every epoch; relabelling each epoch would waste the inference)."""
-    ds = map_with_actors(ds, PseudoLabel, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)
+    every epoch; relabelling each epoch would waste the inference). `cpus`: per actor (`map_with_actors`)."""
+    ds = map_with_actors(ds, PseudoLabel, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu,
+                         cpus=cpus)
     # blocks in input order, not completion order: stage 2 then sees the same block order (and, with its
     # seeded shuffle, the same batches) every run
     ds.context.execution_options.preserve_order = True
