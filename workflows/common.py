@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("torch", "torchaudio", "ray", "numpy", "pyarrow", "webdataset", "soundfile", "scikit-learn", "pillow",
-            "adversarial-robustness-toolbox", "av", "fast-bss-eval", "pesq", "pystoi")
+            "adversarial-robustness-toolbox", "av", "fast-bss-eval", "pesq", "pystoi", "mlflow", "tensorboard")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
