@@ -231,9 +231,6 @@ def workflow_jobs(local_head, tmp_path_factory):
         todo.put(w)
 
     def drain(head) -> None:
-        if head is None:   # the second cluster lives as long as its jobs
-            with head_cluster() as second:
-                return drain(second)
         env, address, _, _ = head
         while True:
             try:
@@ -245,8 +242,12 @@ def workflow_jobs(local_head, tmp_path_factory):
             except Exception as exc:   # a hung or failed submit fails its own test
                 futures[w].set_exception(exc)
 
+    def drain_on_a_second_cluster() -> None:   # it lives as long as its jobs
+        with head_cluster() as second:
+            drain(second)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        done = [pool.submit(drain, head) for head in (local_head, None)]
+        done = [pool.submit(drain, local_head), pool.submit(drain_on_a_second_cluster)]
         yield {w: (futures[w], root / w) for w in LONGEST_FIRST}
         concurrent.futures.wait(done)
 
