@@ -1,5 +1,7 @@
 """Fixed seeds on CPU: two trainings from scratch on the same shards give the same metrics, with every
-speaker augmentation on (speed perturbation, MUSAN noise, RIRs, SpecAugment: the most random path)."""
+speaker augmentation on (speed perturbation, MUSAN noise, RIRs, SpecAugment: the most random path). The
+second run reads its batches without the loop's next-epoch prefetch thread (train.prefetch_batches=0): the
+prefetch must not change a number."""
 import shutil
 
 import pytest
@@ -24,6 +26,7 @@ def test_same_seed_same_metrics(ray_local, tmp_path):
     for stale in ("model.pt", "checkpoints"):  # keep corpus and shards, train again from scratch
         path = tmp_path / stale
         path.unlink() if path.is_file() else shutil.rmtree(path)
+    cfg.train.prefetch_batches = 0
     second = run(cfg, tmp_path, log=print)
     assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
     assert first["verification"] == second["verification"]

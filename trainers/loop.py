@@ -20,6 +20,7 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import nn
 
+from trainers.epoch_prefetch import prefetched_epochs
 from trainers.loop_config import LoopConfig  # noqa: F401  (re-exported: the loop's settings)
 from trainers.resources import ScaleConfig, auto_use_gpu, cpus_per_worker
 
@@ -155,66 +156,69 @@ def train_loop_per_worker(config: dict) -> None:
 
     run_t0 = time.perf_counter()   # this attempt's start: elapsed and ETA count the epochs it trained
     steps_per_epoch = 0            # known after one epoch: the step lines' total and ETA
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = lr_at(cfg, epoch, history)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        extra = task.on_epoch_start(core, epoch) or {}
-        if epoch in cfg.lr_milestones and hasattr(task, "on_lr_step"):
-            extra.update(task.on_lr_step(core) or {})
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = correct = count = 0.0
-        step = 0
-        for step, batch in enumerate(_in_lockstep(task.batches(shard, epoch, rank), device), 1):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss, n_correct, n = model(**batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            loss_sum += float(loss.detach()) * n
-            correct += float(n_correct)
-            count += n
-            if rank == 0 and cfg.log_every_steps and step % cfg.log_every_steps == 0:
-                _progress(_step_line(epoch, cfg.epochs, step, steps_per_epoch, loss_sum / count, correct / count,
-                                     count, time.perf_counter() - t0))
-        elapsed = time.perf_counter() - t0
-        steps_per_epoch = step if count else steps_per_epoch
-        loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
-        if count == 0:
-            raise RuntimeError(f"epoch {epoch + 1}: no training batches (fewer samples than train.batch_size="
-                               f"{cfg.batch_size} per worker?)")
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / count, "acc": correct / count, "lr": lr,
-                   "samples_per_s": count / elapsed, "epoch_time_s": elapsed, "resumed_from_epoch": resumed_from,
-                   **{k: float(v) for k, v in extra.items()}}
-        if val_shard is not None:
-            core.eval()
-            with torch.no_grad():
-                metrics.update({k: float(v) for k, v in task.evaluate(core, val_shard).items()})
-        if cfg.monitor:
-            if rank == 0 and cfg.monitor not in metrics:
-                raise RuntimeError(f"train.monitor={cfg.monitor!r} is not among the validation metrics "
-                                   f"{sorted(metrics)}")
-            # only rank 0 validates: every rank needs the value for the next epoch's lr
-            metrics[cfg.monitor] = _all_reduce_sum([metrics.get(cfg.monitor, 0.0)], device)[0]
-            value = metrics[cfg.monitor]
-            if rank == 0 and (best is None or math.isnan(best["value"]) or value > best["value"]):
-                best = {"value": value, "epoch": epoch + 1,
-                        "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
-        history.append(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if rank == 0:
-                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                            **({"best": best} if best else {})}, Path(d) / CHECKPOINT_FILE)
-                (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
-                ckpt = ray.train.Checkpoint.from_directory(d)
-                _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} acc {metrics['acc']:.3f} "
-                          f"lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s ({elapsed:.1f}s) "
-                          + _elapsed_eta(time.perf_counter() - run_t0, epoch + 1 - start_epoch, cfg.epochs - epoch - 1))
-            ray.train.report(metrics, checkpoint=ckpt)
+    with prefetched_epochs(lambda e: task.batches(shard, e, rank), range(start_epoch, cfg.epochs),
+                           cfg.prefetch_batches) as epoch_batches:
+        for epoch in range(start_epoch, cfg.epochs):
+            lr = lr_at(cfg, epoch, history)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            extra = task.on_epoch_start(core, epoch) or {}
+            if epoch in cfg.lr_milestones and hasattr(task, "on_lr_step"):
+                extra.update(task.on_lr_step(core) or {})
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = correct = count = 0.0
+            step = 0
+            for step, batch in enumerate(_in_lockstep(epoch_batches(epoch), device), 1):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                loss, n_correct, n = model(**batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                loss_sum += float(loss.detach()) * n
+                correct += float(n_correct)
+                count += n
+                if rank == 0 and cfg.log_every_steps and step % cfg.log_every_steps == 0:
+                    _progress(_step_line(epoch, cfg.epochs, step, steps_per_epoch, loss_sum / count, correct / count,
+                                         count, time.perf_counter() - t0))
+            elapsed = time.perf_counter() - t0
+            steps_per_epoch = step if count else steps_per_epoch
+            loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+            if count == 0:
+                raise RuntimeError(f"epoch {epoch + 1}: no training batches (fewer samples than train.batch_size="
+                                   f"{cfg.batch_size} per worker?)")
+            metrics = {"epoch": epoch + 1, "loss": loss_sum / count, "acc": correct / count, "lr": lr,
+                       "samples_per_s": count / elapsed, "epoch_time_s": elapsed, "resumed_from_epoch": resumed_from,
+                       **{k: float(v) for k, v in extra.items()}}
+            if val_shard is not None:
+                core.eval()
+                with torch.no_grad():
+                    metrics.update({k: float(v) for k, v in task.evaluate(core, val_shard).items()})
+            if cfg.monitor:
+                if rank == 0 and cfg.monitor not in metrics:
+                    raise RuntimeError(f"train.monitor={cfg.monitor!r} is not among the validation metrics "
+                                       f"{sorted(metrics)}")
+                # only rank 0 validates: every rank needs the value for the next epoch's lr
+                metrics[cfg.monitor] = _all_reduce_sum([metrics.get(cfg.monitor, 0.0)], device)[0]
+                value = metrics[cfg.monitor]
+                if rank == 0 and (best is None or math.isnan(best["value"]) or value > best["value"]):
+                    best = {"value": value, "epoch": epoch + 1,
+                            "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
+            history.append(metrics)
+            with tempfile.TemporaryDirectory() as d:
+                ckpt = None
+                if rank == 0:
+                    torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                                **({"best": best} if best else {})}, Path(d) / CHECKPOINT_FILE)
+                    (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
+                    ckpt = ray.train.Checkpoint.from_directory(d)
+                    done, left = epoch + 1 - start_epoch, cfg.epochs - epoch - 1
+                    _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} "
+                              f"acc {metrics['acc']:.3f} lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s "
+                              f"({elapsed:.1f}s) " + _elapsed_eta(time.perf_counter() - run_t0, done, left))
+                ray.train.report(metrics, checkpoint=ckpt)
 
 
 def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, seed: int, epoch: int,

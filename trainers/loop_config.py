@@ -28,6 +28,8 @@ class LoopConfig:
     monitor: str = ""
     plateau_patience: int = 3
     plateau_factor: float = 0.1
+    prefetch_batches: int = 8        # batches read ahead in a thread, across epoch ends: the next epoch's Ray Data
+                                     # start overlaps this epoch's last steps (trainers/epoch_prefetch.py); 0 = off
     log_every_steps: int = 100       # rank 0 prints a progress line every N steps inside an epoch (WeSpeaker's
                                      # log_batch_interval); 0 = epoch lines only
     monitor_lr: bool = True          # False: train.monitor only picks the best epoch's model; the lr follows the

@@ -121,7 +121,7 @@ class SpeakerTask(HeadTask):
         crops = (CropAugmenter(aug, self.front.sample_rate, self.front.num_mel_bins, self.num_frames)
                  if aug.on_waveform else None)
         for batch in self.epoch_stream(shard, rng):
-            labels = np.asarray(batch["label"], dtype=np.int64)
+            labels = np.array(batch["label"], dtype=np.int64)   # a copy: Ray hands read-only arrays
             if crops is None:
                 feats = crop_batch(list(batch["feats"]), self.num_frames, rng)
                 if aug.spec_aug:
