@@ -156,9 +156,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     run_t0 = time.perf_counter()   # this attempt's start: elapsed and ETA count the epochs it trained
     steps_per_epoch = 0            # known after one epoch: the step lines' total and ETA
-    with prefetched_epochs(lambda e: task.batches(shard, e, rank), range(start_epoch, cfg.epochs),
-                           cfg.prefetch_batches) as epoch_batches:
-        for epoch in range(start_epoch, cfg.epochs):
+    epochs = range(start_epoch, cfg.epochs)
+    with prefetched_epochs(lambda e: task.batches(shard, e, rank), epochs, cfg.prefetch_batches) as epoch_batches:
+        for epoch in epochs:
             lr = lr_at(cfg, epoch, history)
             for group in optimizer.param_groups:
                 group["lr"] = lr
