@@ -112,7 +112,7 @@ def local_head():
 
 WORKFLOWS = {
     "speaker": (["--epochs", "2", "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4",
-                 "--set", "train.log_every_steps=1"],
+                 "--set", "train.log_every_steps=1", "--set", "model.encoder_args={hid_dim: 64, stats_dim: 256}"],
                 lambda report: "veri_test2" in report["verification"]),
     "esc50_actions": (["--epochs", "2", "--model", "av_logreg", "--fold", "1"],
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),

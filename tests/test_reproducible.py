@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def test_same_seed_same_metrics(ray_local, tmp_path):
     musan, rirs = write_augment_sources(tmp_path / "sources")
     cfg = load_config(SpeakerConfig, None, ["train.epochs=2", "data.samples_per_shard=16", "demo.n_train_speakers=12",
-                                            "demo.n_test_speakers=4", "model.encoder_args={hid_dim: 64}",
+                                            "demo.n_test_speakers=4",
+                                            "model.encoder_args={hid_dim: 64, stats_dim: 256}",
                                             "augment.speed_perturb=true", f"augment.musan={musan}",
                                             f"augment.rirs={rirs}", "augment.spec_aug=true"])
     first = run(cfg, tmp_path, log=print)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from trainers.sed.model import POOLINGS, SEDModel, clip_bce
+from trainers.sed.model import POOLINGS, BoxPool3x3, SEDModel, clip_bce
 
 T, F, C = 32, 16, 3
 
@@ -219,3 +219,15 @@ def test_validation_share_is_stable_and_sized():
     share = sum(in_val_split(k, 0.1) for k in keys) / len(keys)
     assert 0.08 < share < 0.12
     assert [in_val_split(k, 0.1) for k in keys[:50]] == [in_val_split(k, 0.1) for k in keys[:50]]
+
+
+def test_box_pool_is_the_official_stride_1_average_pool():
+    """The blocks' 3x3 box sum equals nn.AvgPool2d(3, stride=1, padding=1) (zeros counted at the borders),
+    values and input gradients; a corner by hand: 4 ones of the 9 taps -> 4/9."""
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64, requires_grad=True)
+    ours, ref = BoxPool3x3()(x), torch.nn.AvgPool2d(3, stride=1, padding=1)(x)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    w = torch.randn_like(ref)
+    (g_ours,), (g_ref,) = torch.autograd.grad((ours * w).sum(), x), torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(g_ours, g_ref, atol=1e-12)
+    assert BoxPool3x3()(torch.ones(1, 1, 4, 4))[0, 0, 0, 0].item() == pytest.approx(4 / 9)

@@ -26,6 +26,10 @@ from trainers.resources import ScaleConfig, auto_use_gpu, cpus_per_worker
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"
+# Ray Train's controller polls its workers every 2 s by default and notices a finished (or failed) run only at
+# the next poll: ~3 s of every run's end on a small run (measured: a 1-worker no-op fit 14.2 s -> 11.4 s at
+# 0.2 s). 0.5 s costs a few tiny RPCs per worker per second; an interval set in the environment wins.
+HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 class TrainTask(Protocol):
@@ -271,6 +275,7 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
     if loop.monitor and "val" not in datasets:
         raise ValueError(f"train.monitor={loop.monitor!r} needs a validation dataset")
     use_gpu = auto_use_gpu(workers) if use_gpu is None else use_gpu
+    os.environ.setdefault(*HEALTH_CHECK_INTERVAL)   # read by the controller (Ray Train propagates it)
     # Blocks reach the workers in plan order, not in task-completion order: with the seeded shuffle
     # and crops, a 1-worker CPU run then gives the same metrics every time.
     ingest = DataConfig.default_ingest_options()

@@ -19,13 +19,24 @@ POOLINGS = ("two_step", "two_step_scalar", "time_attention", "average", "max")
 _EPS = 1e-7  # probability clamp for BCE: log(1e-7) is finite in float32
 
 
+class BoxPool3x3(nn.Module):
+    """`nn.AvgPool2d(3, stride=1, padding=1)` (zeros padded and counted, /9) as two 3-tap sums: the same
+    values to float rounding, forward + backward 1.8x faster on CPU than ATen's pooling loop (a
+    (8, 32, 311, 64) map, one thread: 0.13 s vs 0.23 s), which took ~40 % of a width-4 model's step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = F.pad(x, (1, 1, 1, 1))
+        rows = p[..., :-2] + p[..., 1:-1] + p[..., 2:]
+        return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) / 9
+
+
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """Two 3x3 conv + BN + ReLU, then a 3x3 average pool of stride 1: resolution unchanged (no bias:
     BN's shift replaces it)."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.AvgPool2d(3, stride=1, padding=1))
+        BoxPool3x3())
 
 
 def _he_uniform(module: nn.Module) -> None:
