@@ -6,6 +6,7 @@ test_heads_sphere.py); ArcFace, the demo's head, also trains end to end in test_
 import json
 
 import pytest
+from conftest import SMALL_TDNN
 
 from trainers.config import load_config
 from trainers.heads import canonical_heads
@@ -13,11 +14,10 @@ from workflows.speaker import SpeakerConfig, compare_heads
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 6 heads
 
-# 1 worker: ~40 % faster than 2 on 2 cores. A small TDNN (hid_dim 64, 256 statistics channels instead of 1500: a
-# 32 x 200-frame step 0.06 s instead of 0.4 s) then the epochs are bound by Ray Data (~1.3 s); 8 epochs: ~32 s of
-# training per head, EERs 17.1-30.1 % vs 48.6 % untrained (2026-12-01; hid_dim 64 with 1500 channels: 20-32 %, ~60 s).
-BUDGET = ["train.epochs=8", "scale.workers=1", "demo.n_train_speakers=32",
-          "model.encoder_args={hid_dim: 64, stats_dim: 256}"]
+# 1 worker: ~40 % faster than 2 on 2 cores. With the small TDNN the epochs are bound by Ray Data (~1.3 s); 8 epochs:
+# ~32 s of training per head, EERs 17.1-30.1 % vs 48.6 % untrained (2026-12-01; hid_dim 64 with 1500 channels:
+# 20-32 %, ~60 s).
+BUDGET = ["train.epochs=8", "scale.workers=1", "demo.n_train_speakers=32", SMALL_TDNN]
 BASELINES = ("softmax", "arcface", "cosface")
 # the papers' heads; this project's own leave-one-out Mask Proxy variants have unit tests only
 HEADS = [h for h in canonical_heads() if not h.endswith("_loo") and h not in BASELINES]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_TDNN
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def local_head():
 
 WORKFLOWS = {
     "speaker": (["--epochs", "2", "--set", "demo.n_train_speakers=8", "--set", "demo.n_test_speakers=4",
-                 "--set", "train.log_every_steps=1", "--set", "model.encoder_args={hid_dim: 64, stats_dim: 256}"],
+                 "--set", "train.log_every_steps=1", "--set", SMALL_TDNN],
                 lambda report: "veri_test2" in report["verification"]),
     "esc50_actions": (["--epochs", "2", "--model", "av_logreg", "--fold", "1"],
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),

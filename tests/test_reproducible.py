@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import write_augment_sources
+from conftest import SMALL_TDNN, write_augment_sources
 
 from trainers.config import load_config
 from workflows.speaker import SpeakerConfig, run
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 def test_same_seed_same_metrics(ray_local, tmp_path):
     musan, rirs = write_augment_sources(tmp_path / "sources")
     cfg = load_config(SpeakerConfig, None, ["train.epochs=2", "data.samples_per_shard=16", "demo.n_train_speakers=12",
-                                            "demo.n_test_speakers=4",
-                                            "model.encoder_args={hid_dim: 64, stats_dim: 256}",
+                                            "demo.n_test_speakers=4", SMALL_TDNN,
                                             "augment.speed_perturb=true", f"augment.musan={musan}",
                                             f"augment.rirs={rirs}", "augment.spec_aug=true"])
     first = run(cfg, tmp_path, log=print)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SMALL_TDNN
 
 from trainers.config import load_config
 from trainers.heads import MarginScheduler
@@ -15,9 +16,6 @@ from workflows.speaker import SpeakerConfig, run
 
 pytestmark = pytest.mark.slow
 
-# A small TDNN (256 statistics channels instead of 1500): a 32 x 200-frame step ~0.06 s instead of 1.2 s at the
-# demo's size; the loop, DDP, the head and the scoring are the same code.
-SMALL_TDNN = "model.encoder_args={hid_dim: 64, stats_dim: 256}"
 FAST = ["train.epochs=10", "scale.workers=2", "demo.n_train_speakers=48", SMALL_TDNN]
 
 
