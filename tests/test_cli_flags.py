@@ -1,9 +1,11 @@
 """Command-line shorthand flags are literal: a path or a name is the string given (`#`, digits and all),
 never parsed as YAML; only `--set key=value` values are YAML. No Ray, no data."""
+import io
+
 import pytest
 
 from trainers.config import load_config
-from workflows import esc50_actions, face, sed, semiweak, speaker
+from workflows import common, esc50_actions, face, sed, semiweak, speaker
 
 ODD = "/data/run #1/12345"   # YAML would cut the comment off, and read a bare 12345 as a number
 
@@ -72,7 +74,7 @@ def test_report_records_the_resolved_config(tmp_path):
 
     import yaml
 
-    from workflows import common, morph
+    from workflows import morph
 
     cfg = load_config(speaker.SpeakerConfig, None, ["head.m=0.3"])
     report = common.write_report(tmp_path, cfg, {"workflow": "speaker"}, "| table |", "plots/", log=lambda *a: None)
@@ -84,3 +86,20 @@ def test_report_records_the_resolved_config(tmp_path):
     assert load_config(speaker.SpeakerConfig, tmp_path / "config.yaml").head == written["head"]
     nested = common.resolved_config(load_config(morph.MorphConfig, None, ["voice.head={name: cosface}"]))
     assert {"s": 32.0, "m": 0.2}.items() <= nested["voice"]["head"].items()
+
+
+def test_the_quiet_console_shows_an_error_after_a_workers_unfinished_progress_line():
+    """A worker's progress bar is redrawn with \\r and never ends its line; the interrupt message printed next
+    must still reach the console (it once ran into the bar's unfinished line and was hidden)."""
+    log, console = io.StringIO(), io.StringIO()
+    out = common._Console(log, console, verbose=False, state={"traceback": False})
+    out.write("\r\x1b[2m\x1b[36m(pid=18559)\x1b[0m - split(1, equal=True):   0%|          | 0/72")
+    print("error: interrupted; rerun the same command to resume", file=out)
+    print("Ray's logs of this run: /tmp/x", file=out)
+    out.write("(RayTrainWorker pid=12) [train] epoch 1/2 loss 1.0\n(pid=3) INFO noise\n")
+    print("error: a.csv line 3: two labels\n  fix the line", file=out)   # one message over two lines
+    assert console.getvalue() == ("error: interrupted; rerun the same command to resume\n"
+                                  "Ray's logs of this run: /tmp/x\n"
+                                  "(RayTrainWorker pid=12) [train] epoch 1/2 loss 1.0\n"
+                                  "error: a.csv line 3: two labels\n  fix the line\n")
+    assert "split(1, equal=True)" in log.getvalue() and "INFO noise" in log.getvalue()

@@ -114,6 +114,7 @@ class _Console(io.TextIOBase):
     def __init__(self, log, console, verbose: bool, state: dict):
         self.log, self.console, self.verbose, self.state = log, console, verbose, state
         self.pending = ""
+        self.error_open = False   # an error message's line is shown up to its end
         self.lock = threading.Lock()   # Ray forwards workers' lines from its own thread
 
     def writable(self) -> bool:
@@ -122,18 +123,35 @@ class _Console(io.TextIOBase):
     def write(self, text: str) -> int:
         with self.lock:
             self.log.write(text)
-            # an error message may span lines (one print: one write); all of it is shown
-            if self.verbose or self.state["traceback"] or (not self.pending and text.startswith("error: ")):
+            if self.verbose or self.state["traceback"]:
                 self.console.write(text)
                 return len(text)
-            self.pending += text
+            if self.pending and _OWN_LINE.match(text):
+                # a print of the project's starts a line of its own: an unfinished one before it (a worker's
+                # progress bar, redrawn with \r and no newline) ends here, or it would swallow this one
+                self._show(self.pending)
+                self.pending = ""
+            if not self.pending and text.startswith("error: "):
+                # an error message may span lines (one print: one write): all of it is shown, and its line's end
+                self.console.write(text)
+                self.error_open = not text.endswith("\n")
+                return len(text)
+            rest = text
+            if self.error_open:   # print writes the end of the line apart
+                shown, newline, rest = text.partition("\n")
+                self.console.write(shown + newline)
+                self.error_open = not newline
+            self.pending += rest
             *lines, self.pending = self.pending.split("\n")
             for line in lines:
                 if line.startswith("Traceback (most recent call last)"):
                     self.state["traceback"] = True
-                if self.state["traceback"] or _OWN_LINE.match(line):
-                    self.console.write(line + "\n")
+                self._show(line)
         return len(text)
+
+    def _show(self, line: str) -> None:
+        if self.state["traceback"] or _OWN_LINE.match(line):
+            self.console.write(line + "\n")
 
     def flush(self) -> None:
         self.log.flush()
