@@ -126,7 +126,10 @@ def test_interrupted_run_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     sizes = ["--n-train-speakers", "12", "--n-test-speakers", "2", "--sessions", "2", "--utts", "2"]
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--out", str(out), *sizes], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+                            # Ctrl-C at a terminal: a suite started in the background (`make test &`) ignores
+                            # SIGINT, and its children would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if line.startswith("[tts]"):
             break
