@@ -6,6 +6,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/speaker-demo
 
+# Keep the project's compiled modules (__pycache__, git-ignored) where the environment says not to write them
+# (PYTHONDONTWRITEBYTECODE is set on these machines): a test run starts hundreds of interpreters (Ray workers,
+# CLI subprocesses), and each compiled the project's modules again (0.4-0.6 s for a training worker's imports).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: venv demo test test-fast lint system-data bench compare-heads speaker-augment sed-demo semiweak-demo clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/fix_torchaudio.py
