@@ -21,8 +21,11 @@ the `.complete` marker makes a rerun with the same parameters a no-op.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import csv
 import io
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +40,7 @@ from datasets.avspeaker.roles import RoleRules, turn_holder
 from datasets.synthetic.marker import already_generated, mark_complete
 
 SR, FPS, WIDTH, HEIGHT, ROW_DT = 16000, 25, 160, 120, 0.1
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FLITE_VOICES = ("kal", "awb", "rms", "slt", "kal16")
 SENTENCES = (
     "I think we should start with the budget before anything else.",
@@ -183,12 +186,13 @@ def draw_frames(rng: np.random.Generator, mouths: np.ndarray, slots: list[tuple[
 def write_mp4(path: Path, video: np.ndarray) -> None:
     import av
 
-    # one x264 thread, no threaded lookahead and explicit timestamps: x264's decisions then depend on the frames
-    # only (a demo build on a machine under heavy load once gave ~10 % of the videos other encoder decisions)
+    # one x264 thread, no threaded lookahead, explicit timestamps and no macroblock-tree rate control: x264's
+    # decisions then depend on the frames only. With mbtree on, encoding the same frames again in one process gave
+    # other bytes now and then (measured: 2 of 8 encodes of one demo video; 0 of 24, for each of three videos, without)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS, options={
             "threads": "1", "crf": "20", "preset": "fast",
-            "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:sync-lookahead=0"})
+            "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:sync-lookahead=0:mbtree=0"})
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         stream.codec_context.thread_count = 1
         for i, frame in enumerate(video):
@@ -245,6 +249,17 @@ def make_video(root: Path, i: int, split: str, seed: int, seconds: float, stream
                             f"{vid}_0000_{int(seconds):04d}:{k}"])
 
 
+_STREAMS: list[np.ndarray] = []   # a generator process's voices, sent once when it starts
+
+
+def _keep_streams(streams: list[np.ndarray]) -> None:
+    _STREAMS[:] = streams
+
+
+def _make_video_with_kept_streams(root: Path, i: int, split: str, seed: int, seconds: float, rules: RoleRules) -> None:
+    make_video(root, i, split, seed, seconds, _STREAMS, rules)
+
+
 def generate(out: str | Path, *, videos: int = 48, test_fraction: float = 0.25, seconds: float = 8.0, seed: int = 0,
              rules: RoleRules = RoleRules(), voices: str = "auto", log=print) -> Path:
     """Write the corpus into `out` (no-op when it already holds this one); returns `out`."""
@@ -271,10 +286,16 @@ def generate(out: str | Path, *, videos: int = 48, test_fraction: float = 0.25, 
                        else [_generated_stream(np.random.default_rng([seed, 10_000, k])) for k in range(5)])
         log(f"[demo] voices: {', '.join('flite ' + v for v in names) or 'generated (flite not installed)'}")
         n_test = max(1, int(round(videos * test_fraction)))
-        for i in range(videos):
-            make_video(tmp, i, "test" if i >= videos - n_test else "train", seed, seconds, streams, rules)
-            if (i + 1) % 12 == 0 or i + 1 == videos:
-                log(f"[demo] {i + 1}/{videos} conversations ({time.perf_counter() - t0:.0f} s)")
+        # one process per CPU: each video comes from its own seed alone (x264 on one thread), so the files are the
+        # same bytes as one after another; spawned, not forked (the caller may hold torch's thread pool)
+        with cf.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_keep_streams, initargs=(streams,)) as pool:
+            jobs = [pool.submit(_make_video_with_kept_streams, tmp, i, "test" if i >= videos - n_test else "train",
+                                seed, seconds, rules) for i in range(videos)]
+            for done, job in enumerate(cf.as_completed(jobs), 1):
+                job.result()
+                if done % 12 == 0 or done == videos:
+                    log(f"[demo] {done}/{videos} conversations ({time.perf_counter() - t0:.0f} s)")
         mark_complete(tmp, params)
         if out.exists():
             out.rmdir()
