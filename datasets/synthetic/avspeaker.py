@@ -288,7 +288,7 @@ def generate(out: str | Path, *, videos: int = 48, test_fraction: float = 0.25, 
         n_test = max(1, int(round(videos * test_fraction)))
         # one process per CPU: each video comes from its own seed alone (x264 on one thread), so the files are the
         # same bytes as one after another; spawned, not forked (the caller may hold torch's thread pool)
-        with cf.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
+        with cf.ProcessPoolExecutor(min(os.cpu_count() or 1, videos), mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_keep_streams, initargs=(streams,)) as pool:
             jobs = [pool.submit(_make_video_with_kept_streams, tmp, i, "test" if i >= videos - n_test else "train",
                                 seed, seconds, rules) for i in range(videos)]
