@@ -2,8 +2,8 @@
 
 All heads live in one process and are timed alternating (head A, head B, ..., then again), so
 drifts in CPU clock or load hit every head alike; the median over repetitions is reported.
-Memory: each head in a fresh child process whose glibc malloc serves every block over 64 KiB with
-its own mmap (MALLOC_MMAP_THRESHOLD_), so resident memory follows live tensors exactly; after
+Memory: each head in a fresh child process (one per CPU at a time) whose glibc malloc serves every
+block over 64 KiB with its own mmap (MALLOC_MMAP_THRESHOLD_), so resident memory follows live tensors exactly; after
 warm-up, with the gradients reset to None, the kernel's peak-RSS mark is reset
 (/proc/self/clear_refs) and the peak of one forward+backward above the resident memory before it
 is reported: activations + temporaries + gradients (parameters and the input excluded). Linux only.
@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -127,7 +128,9 @@ def main():
             t0 = time.perf_counter()
             step(head, x, y)
             times[name].append(time.perf_counter() - t0)
-    mem = {name: child_peak(args, i) for i, (name, _) in enumerate(heads)}
+    # the children at once, one per CPU: each measures only its own resident memory (and none is timed)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        mem = dict(zip([name for name, _ in heads], pool.map(lambda i: child_peak(args, i), range(len(heads)))))
 
     base_t = statistics.median(times["softmax"])
     base_m = mem["softmax"]
