@@ -3,10 +3,11 @@
 All heads live in one process and are timed alternating (head A, head B, ..., then again), so
 drifts in CPU clock or load hit every head alike; the median over repetitions is reported.
 Memory: each head in a fresh child process (one per CPU at a time) whose glibc malloc serves every
-block over 64 KiB with its own mmap (MALLOC_MMAP_THRESHOLD_), so resident memory follows live tensors exactly; after
-warm-up, with the gradients reset to None, the kernel's peak-RSS mark is reset
-(/proc/self/clear_refs) and the peak of one forward+backward above the resident memory before it
-is reported: activations + temporaries + gradients (parameters and the input excluded). Linux only.
+block over 64 KiB with its own mmap (MALLOC_MMAP_THRESHOLD_), so resident memory follows live
+tensors exactly; after warm-up, with the gradients reset to None, the kernel's peak-RSS mark is
+reset (/proc/self/clear_refs) and the peak of one forward+backward above the resident memory
+before it is reported: activations + temporaries + gradients (parameters and the input excluded).
+Linux only.
 
 Labels are P x K grouped (K=2) for every head, as the Mask Proxy heads need them.
 
