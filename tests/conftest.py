@@ -1,4 +1,4 @@
-"""Shared fixtures: one real local Ray instance per test module (started here, not mocked), and an
+"""Shared fixtures: a real local Ray instance shared by the modules (started here, not mocked), and an
 unrelated Ray instance beside a test's own (what another user's run on the same host is)."""
 import contextlib
 import os
@@ -22,26 +22,62 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 SMALL_TDNN = "model.encoder_args={hid_dim: 64, stats_dim: 256}"
 
 
-# A fresh local cluster per test module: one cluster for the whole session saw a Ray Train V2
-# controller stall before creating its placement group at the ~12th run (not reproduced in
-# isolation); per-module clusters bound what a long-lived cluster accumulates, at ~5 s per module.
+# One local cluster for the main pass, shared by the modules that need Ray (a start and stop costs ~7 s and ~8
+# CPU-seconds on 2 cores; the workflows' own main() reuses one already up). A module that leaves resources held
+# (an actor or a placement group still alive 10 s after its last test) gets the cluster stopped behind it, so the
+# next module starts clean: a long-lived cluster once saw a Ray Train controller wait for its placement group,
+# and a leak is what that looks like. A module with RAY_FAKE_GPUS (a GPU resource with no CUDA behind it, for
+# placement tests) gets a cluster of its own.
+_shared = {"gpus": None}
+
+
+def _start_ray(gpus):
+    from trainers import local_ray
+
+    # workers must import helpers defined in test modules (pickled by reference)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    local_ray.start(env_vars={"PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])},
+                    num_cpus=2, include_dashboard=False, log_to_driver=False,
+                    **({"num_gpus": gpus} if gpus else {}))
+    _shared["gpus"] = gpus
+
+
+def _released(ray, timeout=10.0) -> bool:
+    """Every CPU and GPU of the cluster free again (actors and placement groups gone) within `timeout`."""
+    deadline = time.time() + timeout
+    while True:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        if all(free.get(k, 0) >= total[k] - 1e-6 for k in ("CPU", "GPU") if k in total):
+            return True
+        if time.time() > deadline:
+            print(f"\nray_local: resources still held after the module ({free} of {total}): restarting Ray")
+            return False
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def ray_local(request):
     import ray
 
     from trainers import local_ray
 
+    gpus = getattr(request.module, "RAY_FAKE_GPUS", None)
+    if ray.is_initialized() and _shared["gpus"] != gpus:
+        local_ray.stop()
     if not ray.is_initialized():
-        # workers must import helpers defined in test modules (pickled by reference)
-        tests, root = (os.path.dirname(os.path.abspath(__file__)),
-                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        local_ray.start(env_vars={"PYTHONPATH": os.pathsep.join([tests, root])},
-                        num_cpus=2, include_dashboard=False, log_to_driver=False,
-                        # a module's RAY_FAKE_GPUS: a GPU resource with no CUDA behind it (placement tests)
-                        **({"num_gpus": request.module.RAY_FAKE_GPUS} if hasattr(request.module, "RAY_FAKE_GPUS")
-                           else {}))
+        _start_ray(gpus)
     yield ray
-    local_ray.stop()
+    if gpus or not ray.is_initialized() or not _released(ray):
+        local_ray.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_ray():
+    yield
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        from trainers import local_ray
+
+        local_ray.stop()
 
 
 def processes_with(marker: str) -> list[int]:
