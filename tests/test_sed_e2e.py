@@ -14,7 +14,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("sed")
-    cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]"])
+    # 8 of the demo's 12 epochs: at 12 the margins were +0.27 macro AP and +0.28 AUC over the bars' 0.15 / 0.1
+    cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]", "train.epochs=8"])
     return out, cfg, run(cfg, out, log=print)
 
 
