@@ -26,8 +26,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_ticks() -> int:
-    user, nice, system, _idle, _iowait, *rest = map(int, open("/proc/stat").readline().split()[1:])
-    return user + nice + system + sum(rest)
+    # guest time is counted inside user time already: not added again
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
 
 
 def process_ticks(names: dict[int, str]) -> dict[int, int]:
@@ -44,9 +45,10 @@ def process_ticks(names: dict[int, str]) -> dict[int, int]:
         except OSError:
             continue
         ticks[pid] = int(fields[11]) + int(fields[12])
-        if cmd and not cmd.startswith("ray::IDLE"):   # an idle worker takes its actor's name once it has one
+        if not cmd:   # a process still starting (or a kernel thread): its command name for now
+            names.setdefault(pid, stat[stat.index("(") + 1:stat.rindex(")")])
+        elif not cmd.startswith("ray::IDLE") or pid not in names:   # an idle worker later takes its actor's name
             names[pid] = cmd.split()[0] if cmd.startswith("ray::") else Path(cmd.split()[0]).name
-        names.setdefault(pid, cmd.split()[0] if cmd else stat[stat.index("(") + 1:stat.rindex(")")])
     return ticks
 
 
