@@ -7,7 +7,7 @@ machine, and the CPU-seconds of every process kind that ran during it (Ray names
 the run are counted too). The suite starts dozens of such runs; this shows what each one costs before its
 first step (tests/README.md, Timings).
 
-    python scripts/profile_train_run.py [--runs 3]
+    python scripts/profile_train_run.py [--runs 3] [--workers 0]   # 0: Ray Train's local mode (scale.local_mode)
 """
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ class Sampler:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="Ray Train workers; 0: local mode, in this process")
     args = ap.parse_args()
 
     from datasets.bags import TRAIN_MEMBERS, build_bag_shards
@@ -108,7 +109,7 @@ def main() -> None:
             with Sampler() as sampler:
                 fit(BagTask("count", 3, 10, batch_size=4, width=4), {"train": read_shards(paths, 0, TRAIN_MEMBERS)},
                     LoopConfig(epochs=1, batch_size=4), storage_path=str(work / "runs"), name=f"run{run}",
-                    cpus_per_worker=1)
+                    cpus_per_worker=1, workers=args.workers)
                 wall = time.perf_counter() - t0
                 time.sleep(2)   # the run's processes exit after fit() returns
             total = (machine_busy_ticks() - busy) / TICK

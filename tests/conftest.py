@@ -20,6 +20,12 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 # 32 x 200-frame step: 0.06 s, vs 0.4 s (hid_dim 64, 1500 channels) and 1.2 s (the demo's); the loop, DDP, the
 # heads and the scoring are the same code.
 SMALL_TDNN = "model.encoder_args={hid_dim: 64, stats_dim: 256}"
+# Ray Train's local mode for the end-to-end tests that check what a workflow learns and writes: each training run in
+# the test process instead of ~7 new processes (controller, worker, data coordinators: ~15 s and ~25 CPU-seconds a
+# run on 2 cores, scripts/profile_train_run.py). Ray Data, inference and attacks still run on the shared Ray; every
+# workflow still trains through real Ray Train workers in its `ray job submit` test (test_job_submit.py), and the
+# speaker, face, reproducibility, fault-tolerance, interrupt, tracking and sweep tests use workers.
+LOCAL_MODE = "scale.local_mode=true"
 
 
 # One local cluster for the main pass, shared by the modules that need Ray (a start and stop costs ~7 s and ~8

@@ -4,6 +4,7 @@ workflow's bad-input exits."""
 import json
 
 import pytest
+from conftest import LOCAL_MODE
 
 from trainers.config import load_config
 from workflows.esc50_actions import ESC50Config, main, run
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def av_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("esc50")
-    cfg = load_config(ESC50Config, None, ["models=[av_mlp]", "aggregators=[sum]", "train.epochs=12"])
+    cfg = load_config(ESC50Config, None, ["models=[av_mlp]", "aggregators=[sum]", "train.epochs=12", LOCAL_MODE])
     return out, run(cfg, out, log=print)
 
 
@@ -83,7 +84,7 @@ def audio_run(ray_local, tmp_path_factory):
     these settings: logmel_cnn 46 %, fusion_early 54 %, fusion_late 61 % (chance 2 %)."""
     out = tmp_path_factory.mktemp("esc50-audio")
     cfg = load_config(ESC50Config, None, ["models=[av_mlp, logmel_cnn, fusion_early, fusion_late]",
-                                          "test_folds=[1]", "cnn_train.epochs=5", "train.epochs=5"])
+                                          "test_folds=[1]", "cnn_train.epochs=5", "train.epochs=5", LOCAL_MODE])
     return out, cfg, run(cfg, out, log=print)
 
 
@@ -93,7 +94,7 @@ def test_an_esc50_subset_trains_audio_only_models_without_annotations(audio_run,
     out, _, report = audio_run
     code = main(["--esc50", report["data"]["esc50"], "--model", "logmel_cnn", "--fold", "1",
                  "--set", "cnn_train.epochs=1", "--annotations", str(tmp_path / "absent.csv"),
-                 "--out", str(tmp_path / "subset")])
+                 "--out", str(tmp_path / "subset"), "--set", LOCAL_MODE])
     assert code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "subset" / "metrics.json").read_text())
     assert saved["data"]["annotations"] is None and set(saved["results"]) == {"logmel_cnn"}
@@ -119,7 +120,7 @@ def test_embedding_models_use_a_pluggable_extractor(audio_run, capsys):
     out, cfg, _ = audio_run
     weights = out / "logmel_cnn" / "fold1" / "model.pt"
     code = main(["--model", "emb_mlp,fusion_emb", "--fold", "1", "--embedding-weights", str(weights),
-                 "--out", str(out), "--epochs", "5"])
+                 "--out", str(out), "--epochs", "5", "--set", LOCAL_MODE])
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "metrics.json").read_text())["results"]
     assert res["emb_mlp"]["-"]["mean"] > 0.2 and "sum" in res["fusion_emb"]

@@ -5,6 +5,7 @@ records, metrics, plots); a rerun reuses the model and skips the attacked files;
 import json
 
 import pytest
+from conftest import LOCAL_MODE
 
 from workflows import foolhd
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.slow
 TINY = ["demo.source=generated", "demo.speakers=3", "demo.sessions=2", "demo.utts=2", "demo.width=16",
         "demo.stats_width=16", "demo.epochs=2", "demo.crop_seconds=1.0", "demo.attack_files=2",
         "demo.attack_channels=4", "demo.attack_iterations=3", "demo.attack_targeted_iterations=3",
-        "attack.init=random", "attack.bim_steps=2", "data.samples_per_shard=4", "train.batch_size=3"]
+        "attack.init=random", "attack.bim_steps=2", "data.samples_per_shard=4", "train.batch_size=3", LOCAL_MODE]
 
 
 def _args(out, *extra):

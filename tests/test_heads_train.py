@@ -1,12 +1,12 @@
 """Every paper head (SphereFace, SphereFace-R and its detached form, SphereFace2, Mask Proxy, MMP) trains the demo
-speaker corpus (through the real loop, one Ray Train worker: DDP is covered by the speaker and two-node tests; P x K
-batches for the Mask Proxy heads) to an EER clearly below the untrained encoder's, and the comparison command writes
-its table and DET plot. The baselines (softmax, ArcFace, CosFace) have formula tests (test_heads.py,
-test_heads_sphere.py); ArcFace, the demo's head, also trains end to end in test_speaker_e2e.py."""
+speaker corpus (through the real loop in Ray Train's local mode: workers and DDP are covered by the speaker and
+two-node tests; P x K batches for the Mask Proxy heads) to an EER clearly below the untrained encoder's, and the
+comparison command writes its table and DET plot. The baselines (softmax, ArcFace, CosFace) have formula tests
+(test_heads.py, test_heads_sphere.py); ArcFace, the demo's head, also trains end to end in test_speaker_e2e.py."""
 import json
 
 import pytest
-from conftest import SMALL_TDNN
+from conftest import LOCAL_MODE, SMALL_TDNN
 
 from trainers.config import load_config
 from trainers.heads import canonical_heads
@@ -14,10 +14,10 @@ from workflows.speaker import SpeakerConfig, compare_heads
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 6 heads
 
-# 1 worker: ~40 % faster than 2 on 2 cores. With the small TDNN the epochs are bound by Ray Data (~1.3 s); 8 epochs:
-# ~32 s of training per head, EERs 17.1-30.1 % vs 48.6 % untrained (2026-12-01; hid_dim 64 with 1500 channels:
-# 20-32 %, ~60 s).
-BUDGET = ["train.epochs=8", "scale.workers=1", "demo.n_train_speakers=32", SMALL_TDNN]
+# Local mode (conftest.LOCAL_MODE): the module 220-245 s -> 178 s. With the small TDNN the epochs are bound by Ray
+# Data (~1.3 s); 8 epochs: EERs 17.1-30.6 % vs 48.6 % untrained (2026-12-02; hid_dim 64 with 1500 channels: 20-32 %,
+# ~60 s a head).
+BUDGET = ["train.epochs=8", LOCAL_MODE, "demo.n_train_speakers=32", SMALL_TDNN]
 BASELINES = ("softmax", "arcface", "cosface")
 # the papers' heads; this project's own leave-one-out Mask Proxy variants have unit tests only
 HEADS = [h for h in canonical_heads() if not h.endswith("_loo") and h not in BASELINES]

@@ -4,13 +4,15 @@ import json
 import shutil
 
 import pytest
+from conftest import LOCAL_MODE
 
 from workflows import morph
 
 TINY = ["--epochs", "1", "--set", "demo.n_train_ids=4", "--set", "demo.n_test_ids=3", "--set", "demo.images_per_id=4",
         "--set", "demo.sessions=1", "--set", "voice.train.epochs=1", "--set", "faces.train.epochs=1",
         "--set", "voice.train.batch_size=4", "--set", "faces.train.batch_size=8", "--set", "train.batch_size=8",
-        "--set", "eval.lambdas=[5.0]", "--set", "eval.grid_rows=2", "--set", "model.width=8"]
+        "--set", "eval.lambdas=[5.0]", "--set", "eval.grid_rows=2", "--set", "model.width=8",
+        "--set", LOCAL_MODE]
 
 
 @pytest.fixture(scope="module")

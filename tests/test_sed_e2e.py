@@ -3,6 +3,7 @@ Ray Train runs -> clip and segment metrics, activity PNGs, on a real local Ray."
 import json
 
 import pytest
+from conftest import LOCAL_MODE
 
 from trainers.config import load_config
 from workflows.sed import SEDConfig, run
@@ -15,7 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("sed")
     # 8 of the demo's 12 epochs: at 12 the margins were +0.27 macro AP and +0.28 AUC over the bars' 0.15 / 0.1
-    cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]", "train.epochs=8"])
+    cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]", "train.epochs=8", LOCAL_MODE])
     return out, cfg, run(cfg, out, log=print)
 
 

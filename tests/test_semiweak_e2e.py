@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import LOCAL_MODE
 
 from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS, build_bag_shards, plan_bags
 from datasets.images import CIFAR_DIR, FASHION_DEBIAN, ImageSet, load_images
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def small_run(tmp_path, overrides):
-    cfg = load_config(SemiWeakConfig, None, ["methods=[two_stage,mil]", "train.epochs=6", *overrides])
+    cfg = load_config(SemiWeakConfig, None, ["methods=[two_stage,mil]", "train.epochs=6", LOCAL_MODE, *overrides])
     report = run(cfg, tmp_path, log=print)
     print(json.dumps({k: {m: v for m, v in r.items() if m != "history"} for k, r in report["results"].items()},
                      indent=1))

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -30,6 +31,9 @@ HISTORY_FILE = "history.json"
 # the next poll: ~3 s of every run's end on a small run (measured: a 1-worker no-op fit 14.2 s -> 11.4 s at
 # 0.2 s). 0.5 s costs a few tiny RPCs per worker per second; an interval set in the environment wins.
 HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+LOCAL_CHECKPOINT = "local_checkpoint_epoch_"
+# Ray Train's local mode keeps its run state in one process-wide global: one local-mode run at a time
+_LOCAL_MODE = threading.Lock()
 
 
 class TrainTask(Protocol):
@@ -142,7 +146,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = task.build_model()
     optimizer = _optimizer(cfg, model.parameters())
     start_epoch, history, best = 0, [], None   # best: {"value", "epoch", "model"} of train.monitor
-    checkpoint = ray.train.get_checkpoint()
+    local_dir = config.get("local_checkpoints")   # local mode: Ray Train persists nothing, the loop keeps its own
+    checkpoint = ray.train.get_checkpoint() if local_dir is None else _latest_local_checkpoint(local_dir)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
@@ -217,12 +222,35 @@ def train_loop_per_worker(config: dict) -> None:
                     torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                                 **({"best": best} if best else {})}, Path(d) / CHECKPOINT_FILE)
                     (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
-                    ckpt = ray.train.Checkpoint.from_directory(d)
+                    kept = d if local_dir is None else _keep_local(d, local_dir, epoch + 1, cfg.checkpoints_to_keep)
+                    ckpt = ray.train.Checkpoint.from_directory(kept)
                     done, left = epoch + 1 - start_epoch, cfg.epochs - epoch - 1
                     _progress(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.3f} "
                               f"acc {metrics['acc']:.3f} lr {lr:.2e} {metrics['samples_per_s']:.0f} samples/s "
                               f"({elapsed:.1f}s) " + _elapsed_eta(time.perf_counter() - run_t0, done, left))
                 ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _latest_local_checkpoint(local_dir: str):
+    import ray.train
+
+    found = sorted(Path(local_dir).glob(f"{LOCAL_CHECKPOINT}*[0-9]"))
+    return ray.train.Checkpoint.from_directory(str(found[-1])) if found else None
+
+
+def _keep_local(d: str, local_dir: str, epoch: int, keep: int | None) -> str:
+    """Local mode's checkpoint of `epoch`: `d` copied into local_dir under a temporary name, renamed last (an
+    interrupted copy is never taken for a checkpoint); only the newest `keep` stay."""
+    final = Path(local_dir) / f"{LOCAL_CHECKPOINT}{epoch:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(d, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    found = sorted(Path(local_dir).glob(f"{LOCAL_CHECKPOINT}*[0-9]"))
+    for old in found[:-keep] if keep else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return str(final)
 
 
 def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, seed: int, epoch: int,
@@ -233,7 +261,8 @@ def tensor_batches(shard, columns: dict, batch_size: int, shuffle_buffer: int, s
     local_seed = int(np.random.default_rng([seed, epoch, rank]).integers(2**31))
     for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                 local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=local_seed):
-        yield {k: torch.from_numpy(np.ascontiguousarray(b[k], dtype=dtype)) for k, dtype in columns.items()}
+        # writable: Ray may hand read-only arrays, which torch warns about (copied only then)
+        yield {k: torch.from_numpy(np.require(b[k], dtype, ["C", "W"])) for k, dtype in columns.items()}
 
 
 def _elapsed_eta(elapsed: float, done: int, left: int) -> str:
@@ -266,23 +295,34 @@ def _progress(line: str) -> None:
 def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str, name: str, workers: int = 1,
         use_gpu: bool | None = None, cpus_per_worker: float = 1.0, callbacks: list | None = None,
         placement_strategy: str = "PACK"):
-    """Train with `workers` Ray Train workers. A rerun with the same (storage_path, name) resumes.
-    `datasets` holds "train" (split among the workers) and optionally "val" (whole, evaluated by
-    rank 0 after every epoch through `task.evaluate`)."""
+    """Train with `workers` Ray Train workers, or with 0 in Ray Train's local mode (the training function in this
+    process). A rerun with the same (storage_path, name) resumes. `datasets` holds "train" (split among the
+    workers) and optionally "val" (whole, evaluated by rank 0 after every epoch through `task.evaluate`)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from trainers.config import ConfigError
+
     if loop.monitor and "val" not in datasets:
         raise ValueError(f"train.monitor={loop.monitor!r} needs a validation dataset")
-    use_gpu = auto_use_gpu(workers) if use_gpu is None else use_gpu
+    local = workers == 0
+    if local and callbacks:
+        raise ConfigError("scale.local_mode runs no Ray Train callbacks: --tracker and Tune sweeps need "
+                          "scale.local_mode=false")
+    use_gpu = bool(use_gpu) if local else auto_use_gpu(workers) if use_gpu is None else use_gpu
     os.environ.setdefault(*HEALTH_CHECK_INTERVAL)   # read by the controller (Ray Train propagates it)
     # Blocks reach the workers in plan order, not in task-completion order: with the seeded shuffle
     # and crops, a 1-worker CPU run then gives the same metrics every time.
     ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = True
+    config = {"task": task, "loop": loop, "validate": "val" in datasets}
+    if local:   # local mode applies no DataConfig and persists no checkpoint: both done here
+        for ds in datasets.values():
+            ds.context.execution_options.preserve_order = True
+        config["local_checkpoints"] = os.path.join(storage_path, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"task": task, "loop": loop, "validate": "val" in datasets},
+        train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, placement_strategy=placement_strategy,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(
@@ -295,7 +335,10 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
     )
-    return trainer.fit()
+    if not local:
+        return trainer.fit()
+    with _LOCAL_MODE:
+        return trainer.fit()
 
 
 def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
@@ -343,10 +386,12 @@ def train_or_reuse(task: TrainTask, loop: LoopConfig, out: Path, run_name: str, 
         log(f"[train] {storage} also holds {len(others)} unfinished run(s) of other configs ({size:.0f} MB), kept "
             "so that a rerun of that config resumes: delete them to free the space")
     datasets = {"train": train_ds_fn(), **({"val": val_ds_fn()} if val_ds_fn else {})}
-    log(f"[train] run {run_name}: {loop.epochs} epochs on {scale.workers} worker(s), checkpoints in {storage}")
+    where = "in this process (Ray Train local mode)" if scale.local_mode else f"on {scale.workers} worker(s)"
+    log(f"[train] run {run_name}: {loop.epochs} epochs {where}, checkpoints in {storage}")
     t0 = time.perf_counter()
     result = fit(task, datasets, loop, storage_path=str(storage), name=run_name,
-                 workers=scale.workers, use_gpu=scale.use_gpu, cpus_per_worker=cpus_per_worker(scale, log),
+                 workers=0 if scale.local_mode else scale.workers, use_gpu=scale.use_gpu,
+                 cpus_per_worker=cpus_per_worker(scale, log),
                  callbacks=[*(callbacks or []), *tracking.epoch_callbacks(out)],
                  placement_strategy=scale.placement_strategy)
     if result.error is not None:

@@ -23,6 +23,10 @@ class ScaleConfig:
                                               # cluster's but one, left for Ray Data (a sweep sets each trial's)
     use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
     placement_strategy: str = "PACK"          # Ray Train's: PACK (fewest nodes) | SPREAD (one worker per node)
+    local_mode: bool = False                  # Ray Train's local mode: each training run in this process (no
+                                              # worker actors; ~15 s less a run on 2 CPUs); Ray Data, inference
+                                              # and attacks stay on the cluster. No fault tolerance, callbacks
+                                              # (--tracker, Tune) or DDP; runs one at a time (trainers/loop.py)
 
 
 def init_ray(log=print) -> None:
