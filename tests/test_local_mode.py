@@ -55,3 +55,10 @@ def test_local_mode_refuses_callbacks(shards, tmp_path):
     with pytest.raises(ConfigError, match="--tracker and Tune sweeps need scale.local_mode=false"):
         train(shards, tmp_path, "cb", 1, workers=0, callbacks=[UserCallback()])
     assert not (tmp_path / "cb").exists()
+
+
+def test_after_a_local_run_this_process_is_no_train_worker(shards, tmp_path):
+    from ray.train.v2._internal.util import _in_ray_train_worker
+
+    train(shards, tmp_path, "once", 1, workers=0)
+    assert not _in_ray_train_worker()

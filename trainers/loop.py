@@ -337,8 +337,15 @@ def fit(task: TrainTask, datasets: dict, loop: LoopConfig, *, storage_path: str,
     )
     if not local:
         return trainer.fit()
+    from ray.train.v2._internal.execution.train_fn_utils import set_train_fn_utils
+
     with _LOCAL_MODE:
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        finally:
+            # local mode leaves its run state set, and this process then passes for a Ray Train worker (Ray Data's
+            # iterators ask it for a device): Ray 2.60 has no public call that clears it
+            set_train_fn_utils(None)
 
 
 def load_checkpoint_state(checkpoint) -> tuple[dict, list[dict]]:
