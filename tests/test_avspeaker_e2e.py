@@ -11,6 +11,8 @@ from conftest import LOCAL_MODE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workflows import avspeaker  # noqa: E402
 
+pytestmark = pytest.mark.local_mode   # trains in Ray Train's local mode: runs last (conftest.py)
+
 TINY = ["--epochs", "2", "--variant", "transformer,concat", "--set", "data.videos=6", "--set", "data.seconds=4",
         "--set", "window.window_s=2", "--set", "model.dim=16", "--set", "model.layers=1",
         "--set", "train.batch_size=2", "--set", "data.samples_per_shard=4", "--set", LOCAL_MODE]

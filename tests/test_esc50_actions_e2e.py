@@ -9,7 +9,7 @@ from conftest import LOCAL_MODE
 from trainers.config import load_config
 from workflows.esc50_actions import ESC50Config, main, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode]
 
 
 @pytest.fixture(scope="module")

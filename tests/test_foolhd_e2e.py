@@ -9,7 +9,7 @@ from conftest import LOCAL_MODE
 
 from workflows import foolhd
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode]
 
 TINY = ["demo.source=generated", "demo.speakers=3", "demo.sessions=2", "demo.utts=2", "demo.width=16",
         "demo.stats_width=16", "demo.epochs=2", "demo.crop_seconds=1.0", "demo.attack_files=2",

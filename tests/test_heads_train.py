@@ -12,7 +12,7 @@ from trainers.config import load_config
 from trainers.heads import canonical_heads
 from workflows.speaker import SpeakerConfig, compare_heads
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the fixture trains 6 heads
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode, pytest.mark.timeout(1800)]  # the fixture trains 6 heads
 
 # Local mode (conftest.LOCAL_MODE): the module 220-245 s -> 178 s. With the small TDNN the epochs are bound by Ray
 # Data (~1.3 s); 8 epochs: EERs 17.1-30.6 % vs 48.6 % untrained (2026-12-02; hid_dim 64 with 1500 channels: 20-32 %,

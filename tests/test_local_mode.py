@@ -13,7 +13,7 @@ from trainers.config import ConfigError
 from trainers.loop import LOCAL_CHECKPOINT, LoopConfig, fit, load_checkpoint_state
 from trainers.semiweak.task import BagTask
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode(worker_first=True)]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,10 @@ def train(paths, storage, name, epochs, workers, **kw):
 
 def test_local_mode_trains_what_a_worker_trains_and_resumes(shards, tmp_path):
     assert len(shards) > 1   # several blocks: their order matters
+    _, worker_history = train(shards, tmp_path, "worker", 2, workers=1)   # first: see conftest's item order
     state, history = train(shards, tmp_path, "local", 2, workers=0)
     kept = sorted(p.name for p in (tmp_path / "local").iterdir())
     assert kept == [f"{LOCAL_CHECKPOINT}000002"] and state["epoch"] == 2   # checkpoints_to_keep=1
-    _, worker_history = train(shards, tmp_path, "worker", 2, workers=1)
     for ours, theirs in zip(history, worker_history, strict=True):   # one thread vs the test's: float sums differ
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5) and ours["acc"] == theirs["acc"]
     _, again = train(shards, tmp_path, "local-again", 2, workers=0)

@@ -8,6 +8,8 @@ from conftest import LOCAL_MODE
 
 from workflows import morph
 
+pytestmark = pytest.mark.local_mode   # trains in Ray Train's local mode: runs last (conftest.py)
+
 TINY = ["--epochs", "1", "--set", "demo.n_train_ids=4", "--set", "demo.n_test_ids=3", "--set", "demo.images_per_id=4",
         "--set", "demo.sessions=1", "--set", "voice.train.epochs=1", "--set", "faces.train.epochs=1",
         "--set", "voice.train.batch_size=4", "--set", "faces.train.batch_size=8", "--set", "train.batch_size=8",

@@ -8,7 +8,7 @@ from conftest import LOCAL_MODE
 from trainers.config import load_config
 from workflows.sed import SEDConfig, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -14,7 +14,7 @@ from datasets.synthetic.images import generate_image_corpus
 from trainers.config import load_config
 from workflows.semiweak import SemiWeakConfig, main, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local_mode]
 
 
 def small_run(tmp_path, overrides):
@@ -50,7 +50,7 @@ def test_two_stage_beats_mil_on_real_fashion_mnist(ray_local, tmp_path):
 
 
 def train_all(runs: dict, storage) -> dict:
-    """{name: (kind, shard paths, members)} trained together (a quarter CPU each) -> {name: (losses, state)}."""
+    """{name: (kind, shard paths, members)} trained in Ray Train's local mode -> {name: (losses, state)}."""
     from datasets.shards import read_shards
     from trainers.loop import LoopConfig, fit, load_checkpoint_state
     from trainers.resources import in_parallel
@@ -59,7 +59,7 @@ def train_all(runs: dict, storage) -> dict:
     def train(name):
         kind, paths, members = runs[name]
         result = fit(BagTask(kind, 3, 10, batch_size=4, width=4), {"train": read_shards(paths, 0, members)},
-                     LoopConfig(epochs=2, batch_size=4), storage_path=str(storage), name=name, cpus_per_worker=0.25)
+                     LoopConfig(epochs=2, batch_size=4), storage_path=str(storage), name=name, workers=0)
         state, history = load_checkpoint_state(result.checkpoint)
         return [h["loss"] for h in history], state["model"]
 
