@@ -23,8 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 3
 
 
+# The built-in semiweak space without its stage-2 choice: one Ray Train run per trial instead of up to two (the
+# space as a YAML file, which the sweep also takes)
+SPACE = """workflow: semiweak
+fixed: {method.stage2: false}
+params:
+  bags.size: {choice: [8, 16, 32]}
+  method.loss: {choice: [poisson, mse, l1]}
+  method.reg_weight: {uniform: [0.0, 0.5]}
+"""
+
+
 def sweep_cmd(out: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "workflows" / "sweep.py"), "semiweak", "--space", "semiweak",
+    space = out.parent / "space.yaml"
+    space.write_text(SPACE)
+    return [sys.executable, str(ROOT / "workflows" / "sweep.py"), "semiweak", "--space", str(space),
             "--trials", str(TRIALS), "--out", str(out), "--seed", "1",
             "--set", "train.epochs=2", "--set", "demo.per_train_batch=70", "--set", "demo.test_size=64",
             "--set", "width=4", "--tracker", "mlflow",   # the local store, OUT/mlflow.db
@@ -87,6 +100,7 @@ def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, u
 
     best = load_config(SemiWeakConfig, out / "best_config.yaml")
     assert best.methods == ["two_stage"] and best.data.val_fraction == 0.1 and best.scale.cpu_budget is None
+    assert best.method.stage2 is False   # the space's fixed value
     for png in ("optimization_history", "param_importances", "metric_vs_params"):
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import optuna
