@@ -35,3 +35,16 @@ def test_tracking_uri_without_mlflow_exits_2(tmp_path, capsys, argv):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --tracking-uri is an MLflow tracking URI: give it with --tracker mlflow"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workflow", ["semiweak", "morph"])
+def test_tracker_with_local_mode_exits_2_before_data(tmp_path, capsys, workflow):
+    """Local mode runs no Ray Train callbacks, which log the epochs: refused before anything is generated."""
+    import importlib
+
+    main = importlib.import_module(f"workflows.{workflow}").main
+    out = tmp_path / "out"
+    assert main(["--tracker", "tensorboard", "--set", "scale.local_mode=true", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scale.local_mode=true runs none" in err[0], err
+    assert not (out / "metrics.json").exists() and not (out / "shards").exists() and not (out / "data").exists()

@@ -99,7 +99,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         set_dotted(data, key, value)
-    return from_dict(cls, data)
+    cfg = from_dict(cls, data)
+    _check_local_mode(cfg)
+    return cfg
+
+
+def _check_local_mode(cfg) -> None:
+    """scale.local_mode runs no Ray Train callbacks, so a job's tracker (--tracker) would log no epoch: refused
+    before any data is read (trainers.loop.fit refuses callbacks again, for Tune's)."""
+    if getattr(getattr(cfg, "scale", None), "local_mode", False):
+        from trainers import tracking
+
+        if tracking.active():
+            raise ConfigError("--tracker logs each epoch from Ray Train workers: scale.local_mode=true runs none "
+                              "(drop one of the two)")
 
 
 def _read_yaml(path: str | Path | None) -> dict:

@@ -53,6 +53,11 @@ def start(backend: str, out: Path, name: str, uri: str | None = None) -> None:
     _session = Session(backend, Path(out).resolve(), name, uri)
 
 
+def active() -> bool:
+    """A job's session is open (--tracker)."""
+    return _session is not None
+
+
 def finish(status: str) -> None:
     """Close the session; the MLflow run (if one was created) ends with `status`: FINISHED, FAILED, KILLED."""
     global _session
