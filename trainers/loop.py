@@ -231,10 +231,15 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=ckpt)
 
 
+def _local_checkpoints(local_dir: str) -> list[Path]:
+    """Local mode's finished checkpoints, oldest first (a `.tmp` copy in progress is not one)."""
+    return sorted(Path(local_dir).glob(f"{LOCAL_CHECKPOINT}*[0-9]"))
+
+
 def _latest_local_checkpoint(local_dir: str):
     import ray.train
 
-    found = sorted(Path(local_dir).glob(f"{LOCAL_CHECKPOINT}*[0-9]"))
+    found = _local_checkpoints(local_dir)
     return ray.train.Checkpoint.from_directory(str(found[-1])) if found else None
 
 
@@ -247,8 +252,7 @@ def _keep_local(d: str, local_dir: str, epoch: int, keep: int | None) -> str:
     shutil.copytree(d, tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    found = sorted(Path(local_dir).glob(f"{LOCAL_CHECKPOINT}*[0-9]"))
-    for old in found[:-keep] if keep else []:
+    for old in _local_checkpoints(local_dir)[:-keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
     return str(final)
 
