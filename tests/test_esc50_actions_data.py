@@ -12,6 +12,7 @@ from datasets.errors import LayoutError
 from datasets.esc50.action_vectors import (
     AGGREGATORS,
     PSEUDO_WORKER_NOTICE,
+    action_vectors,
     aggregate,
     agreement,
     fleiss_kappa,
@@ -214,6 +215,29 @@ def test_crowdkit_aggregators_are_deterministic():
     for method in ("ds", "glad"):
         first, again, reordered = (aggregate(r, method) for r in (ratings, ratings, shuffled))
         assert all(np.array_equal(first[f], again[f]) and np.array_equal(first[f], reordered[f]) for f in first)
+
+
+def test_crowdkit_aggregations_are_kept_for_a_rerun(tmp_path):
+    """A rerun on the same ratings reads a crowd-kit aggregation back from the cache (a file per method); other
+    ratings or another threshold are aggregated afresh; sum and mean are never cached (nothing to save)."""
+    noisy = np.zeros((12, 3, len(ACTIONS)), dtype=int)
+    noisy[..., :2] = np.random.default_rng(2).integers(0, 5, size=(12, 3, 2))   # two actions to aggregate
+    ratings = _ratings({f"{i}.wav": rows.tolist() for i, rows in enumerate(noisy)})
+    first = action_vectors(["sum", "ds"], ratings, None, 2, cache=tmp_path)
+    [cached] = tmp_path.iterdir()
+    assert cached.name.startswith("ds-threshold2-") and cached.suffix == ".npz"
+    for method in ("sum", "ds"):
+        assert all(np.array_equal(first[method][f[:-4]], v) for f, v in aggregate(ratings, method).items())
+    # the cache is what a rerun reads: an edited file comes back as edited
+    saved = dict(np.load(cached))
+    np.savez(cached, files=saved["files"], vectors=1 - saved["vectors"])
+    again = action_vectors(["ds"], ratings, None, 2, cache=tmp_path)["ds"]
+    assert all(np.array_equal(again[f[:-4]], 1 - v) for f, v in aggregate(ratings, "ds").items())
+    edited = ratings.copy()
+    edited.loc[0, ACTIONS[0]] = 4 - edited.loc[0, ACTIONS[0]]
+    action_vectors(["ds"], edited, None, 2, cache=tmp_path)
+    action_vectors(["ds"], ratings, None, 3, cache=tmp_path)
+    assert len(list(tmp_path.glob("ds-*.npz"))) == 3
 
 
 def test_aggregate_rejects_unknown_method_and_threshold(real):

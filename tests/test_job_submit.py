@@ -117,8 +117,9 @@ WORKFLOWS = {
                 lambda report: "veri_test2" in report["verification"]),
     "esc50_actions": (["--epochs", "2", "--model", "av_logreg", "--fold", "1"],
                       lambda report: report["results"]["av_logreg"]["sum"]["per_fold"].keys() == {"1"}),
-    "sed": (["--epochs", "1", "--set", "demo.per_fold=6", "--set", "demo.scenes_per_class=2"],
-            lambda report: report["results"]["20"]["full"]["folds"] == 1),
+    "sed": (["--epochs", "1", "--set", "demo.per_fold=6", "--set", "demo.scenes_per_class=2",
+             "--set", "test_folds=[1, 2]"],   # two held-out folds: two Ray Train runs at once
+            lambda report: report["results"]["20"]["full"]["folds"] == 2),
     "robust": (["--digits", "--epochs", "2", "--method", "crp", "--attack", "fgsm,pgd", "--set", "data.max_train=200",
                 "--set", "data.max_test=30", "--set", "crp.copies=2", "--set", "eval.pgd_steps=[3]",
                 "--set", "eval.transfer_steps=3", "--set", "eval.eps=[0.1]", "--set", "train.batch_size=32",

@@ -1,5 +1,6 @@
-"""Integration: generated TAU + FSD corpora -> remix shards -> two held-out folds trained as parallel
-Ray Train runs -> clip and segment metrics, activity PNGs, on a real local Ray."""
+"""Integration: generated TAU + FSD corpora -> remix shards -> held-out fold 1 trained (Ray Train's local mode) ->
+clip and segment metrics, activity PNGs, on a real local Ray. Two folds as parallel Ray Train runs on workers:
+the `ray job submit` test (test_job_submit.py)."""
 import json
 
 import pytest
@@ -15,8 +16,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("sed")
-    # 8 of the demo's 12 epochs: at 12 the margins were +0.27 macro AP and +0.28 AUC over the bars' 0.15 / 0.1
-    cfg = load_config(SEDConfig, None, ["test_folds=[1, 2]", "train.epochs=8", LOCAL_MODE])
+    # The demo's one test fold, 8 of its 12 epochs (~9 s an epoch on 2 CPUs: the encoder keeps the full 313 x 64
+    # resolution): macro AP 0.503 vs 0.295 untrained, AUC 0.673 vs 0.430 (bars +0.15 / +0.1; fold 2: 0.559 vs
+    # 0.322, 0.745 vs 0.474; at 12 epochs the 2-fold margins were +0.27 / +0.28)
+    cfg = load_config(SEDConfig, None, ["train.epochs=8", LOCAL_MODE])
     return out, cfg, run(cfg, out, log=print)
 
 
@@ -35,14 +38,13 @@ def test_full_model_is_far_above_untrained_at_20_db(demo_run):
 def test_outputs_and_provenance(demo_run):
     out, cfg, report = demo_run
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved["runs"]["snr20/full"]) == {"1", "2"}               # both held-out folds ran
+    assert set(saved["runs"]["snr20/full"]) == {"1"}
     assert len(saved["classes"]) == 12 and saved["manifests"]["snr20"]["num_samples"] == 4 * cfg.demo.per_fold
     assert saved["versions"]["ray"] == "2.60.0"
-    for fold in (1, 2):
-        plots = out / "snr20" / "full" / f"fold{fold}" / "plots"
-        activity = sorted(plots.glob("activity_*.png"))
-        assert len(activity) == cfg.eval.plot_clips
-        assert all(p.read_bytes()[:8] == PNG for p in [*activity, plots / "training.png"])
+    plots = out / "snr20" / "full" / "fold1" / "plots"
+    activity = sorted(plots.glob("activity_*.png"))
+    assert len(activity) == cfg.eval.plot_clips
+    assert all(p.read_bytes()[:8] == PNG for p in [*activity, plots / "training.png"])
     table = (out / "results.md").read_text()
     assert "| 20 | full |" in table and "| 20 | (untrained, full) |" in table
 
@@ -51,7 +53,7 @@ def test_second_run_reuses_shards_and_models(demo_run, capsys):
     out, cfg, first = demo_run
     again = run(cfg, out, log=print)
     logged = capsys.readouterr().out
-    assert "up to date" in logged and logged.count("skipping training") == 2
+    assert "up to date" in logged and logged.count("skipping training") == 1
     assert again["results"] == first["results"]
 
 

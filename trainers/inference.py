@@ -1,8 +1,9 @@
 """Batch inference with Ray Data: one actor base for every trained model, and the actor pool that
-runs it over a dataset (embeddings, clip and class probabilities, pseudo-labels, evaluation)."""
+runs it over a dataset (embeddings, clip and class probabilities, pseudo-labels, evaluation), or, in
+local mode, the same model in this process over the dataset's batches."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,11 +65,27 @@ def map_with_actors(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency
                           num_gpus=gpus_per_actor(concurrency, use_gpu))
 
 
+def infer(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int,
+          use_gpu: bool | None = None) -> Iterator[dict]:
+    """The output batches of `udf` over a dataset: through `map_with_actors`, or with `concurrency` 0
+    (local mode, `resources.inference_actors`) in this process: one model, no actor to start (~4 s an
+    evaluation on 2 CPUs: tests/test_inference_local.py), the reads still Ray Data tasks."""
+    if concurrency:
+        yield from map_with_actors(ds, udf, udf_args, num_blocks, concurrency, batch_size,
+                                   use_gpu).iter_batches(batch_size=256, batch_format="numpy")
+        return
+    model = udf(*udf_args)
+    if use_gpu is not False and torch.cuda.is_available():   # this process holds no Ray GPU: the base chose CPU
+        model.device = torch.device("cuda")
+        model.model.to(model.device)
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        yield model(batch)
+
+
 def embed_dataset(ds, udf: type, udf_args: tuple, num_blocks: int, concurrency: int, batch_size: int,
                   use_gpu: bool | None = None) -> dict[str, np.ndarray]:
-    """Run an actor whose batches come back as {key, embedding} over a dataset: {key: embedding}."""
-    ds = map_with_actors(ds, udf, udf_args, num_blocks, concurrency, batch_size, use_gpu)
+    """Run a model whose batches come back as {key, embedding} over a dataset (`infer`): {key: embedding}."""
     out = {}
-    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+    for batch in infer(ds, udf, udf_args, num_blocks, concurrency, batch_size, use_gpu):
         out.update(zip(batch["key"].tolist(), batch["embedding"]))
     return out

@@ -24,9 +24,10 @@ class ScaleConfig:
     use_gpu: Optional[bool] = None            # None: use GPUs when the cluster has one per worker
     placement_strategy: str = "PACK"          # Ray Train's: PACK (fewest nodes) | SPREAD (one worker per node)
     local_mode: bool = False                  # Ray Train's local mode: each training run in this process (no
-                                              # worker actors; ~15 s less a run on 2 CPUs); Ray Data, inference
-                                              # and attacks stay on the cluster. No fault tolerance, callbacks
-                                              # (--tracker, Tune) or DDP; runs one at a time (trainers/loop.py)
+                                              # worker actors; ~15 s less a run on 2 CPUs) and its evaluation (no
+                                              # inference actors); Ray Data and attacks stay on the cluster. No
+                                              # fault tolerance, callbacks (--tracker, Tune) or DDP; runs one at
+                                              # a time (trainers/loop.py)
 
 
 def init_ray(log=print) -> None:
@@ -64,6 +65,12 @@ def cpus_leaving_one_for_data(n: int, budget: float | None = None) -> float:
     if budget is None:
         budget = max(ray.cluster_resources().get("CPU", 1) - 1, 0.5)
     return min(1.0, budget / max(n, 1))
+
+
+def inference_actors(scale: ScaleConfig) -> int:
+    """Inference actors for a run's evaluation: one per training worker; none in local mode, where the
+    model runs in this process too (`inference.infer`)."""
+    return 0 if scale.local_mode else scale.workers
 
 
 def auto_use_gpu(workers: int) -> bool:

@@ -208,7 +208,7 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
     vectors = {}
     if uses_action_vectors(cfg):
         wanted = list(AGGREGATORS) if audio and summed is None else cfg.aggregators
-        vectors = action_vectors(wanted, ratings, summed, cfg.threshold)
+        vectors = action_vectors(wanted, ratings, summed, cfg.threshold, cache=out / "action_vectors")
         missing = sorted(set(truth) - set(vectors[cfg.aggregators[0]]))
         if missing:
             raise ConfigError(f"{annotations} has no annotation for {len(missing)} ESC-50 clip(s), e.g. "

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop_config import LoopConfig  # noqa: E402
-from trainers.resources import ScaleConfig  # noqa: E402
+from trainers.resources import ScaleConfig, inference_actors  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
@@ -161,7 +161,7 @@ def run(cfg: FaceConfig, out: Path, *, log=print, callbacks=None) -> dict:
     pairs = TrialList(cfg.data.pairs, [p.left_key for p in layout.pairs], [p.right_key for p in layout.pairs],
                       np.array([p.label for p in layout.pairs]), [p.fold for p in layout.pairs])
     results, curves = evaluate(systems,
-                               lambda enc: extract_embeddings(test_paths, task, enc, concurrency=cfg.scale.workers,
+                               lambda enc: extract_embeddings(test_paths, task, enc, inference_actors(cfg.scale),
                                                               flip=cfg.data.flip_test, use_gpu=cfg.scale.use_gpu),
                                [pairs])
     eval_time = time.perf_counter() - t0

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError  # noqa: E402
 from trainers.loop_config import LoopConfig  # noqa: E402
-from trainers.resources import ScaleConfig  # noqa: E402
+from trainers.resources import ScaleConfig, inference_actors  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
 
@@ -234,7 +234,7 @@ def voice_embeddings(cfg: MorphConfig, layout, shards: Path, digests: dict, out:
         state, source = encoder_state(saved_state["model"]), f"trained here ({vdir / 'model.pt'})"
     out_sets = {}
     for split in ("train", "test"):
-        emb = extract_embeddings(shard_paths(shards / f"voice-{split}"), task, state, concurrency=cfg.scale.workers,
+        emb = extract_embeddings(shard_paths(shards / f"voice-{split}"), task, state, inference_actors(cfg.scale),
                                  use_gpu=cfg.scale.use_gpu)
         names = {n: i for i, n in enumerate(layout.identities[split])}
         keys = [v.key for v in layout.voices[split] if v.key in emb]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from trainers.config import ConfigError, config_hash, load_config  # noqa: E402
 from trainers.loop_config import LoopConfig  # noqa: E402
-from trainers.resources import ScaleConfig  # noqa: E402
+from trainers.resources import ScaleConfig, inference_actors  # noqa: E402
 from trainers.speaker.augment import AugmentConfig  # noqa: E402
 from tuning.target import SweepTarget  # noqa: E402
 from workflows import common  # noqa: E402
@@ -205,7 +205,7 @@ def run(cfg: SpeakerConfig, out: Path, *, log=print, callbacks=None) -> dict:
     test_paths = shard_paths(shards / "test")
     t0 = time.perf_counter()
     results, curves = evaluate(systems, lambda enc: extract_embeddings(test_paths, task, enc,
-                                                                       concurrency=cfg.scale.workers,
+                                                                       concurrency=inference_actors(cfg.scale),
                                                                        use_gpu=cfg.scale.use_gpu), lists)
     eval_time = time.perf_counter() - t0
 

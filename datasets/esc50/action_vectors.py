@@ -15,10 +15,15 @@ The three-raters file has no worker ids; `pseudo_worker_notice` says so for the 
 """
 from __future__ import annotations
 
+import hashlib
+from importlib.metadata import version
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
+from datasets.atomic import atomic_path
 from datasets.esc50.meta import ACTIONS, PSEUDO_WORKERS, RATINGS, stem
 
 THRESHOLD = 2
@@ -88,8 +93,26 @@ def agreement(ratings: pd.DataFrame) -> dict[str, float]:
     return kappas
 
 
-def action_vectors(aggregators, ratings, summed, threshold: int) -> dict[str, dict]:
-    """{aggregator: {stem: vector}}."""
+def action_vectors(aggregators, ratings, summed, threshold: int, cache: Path | None = None) -> dict[str, dict]:
+    """{aggregator: {stem: vector}}. `cache`: a folder keeping each crowd-kit aggregation (`cached_aggregate`)."""
     if summed is not None:
         return {"sum": {stem(f): v for f, v in zip(summed["filename"], summed[list(ACTIONS)].to_numpy(dtype=float))}}
-    return {a: {stem(f): v for f, v in aggregate(ratings, a, threshold).items()} for a in aggregators}
+    return {a: {stem(f): v for f, v in cached_aggregate(ratings, a, threshold, cache).items()} for a in aggregators}
+
+
+def cached_aggregate(ratings: pd.DataFrame, method: str, threshold: int, cache: Path | None) -> dict[str, np.ndarray]:
+    """`aggregate`, kept in `cache` for the crowd-kit methods (GLAD takes ~25 s on the demo's 500 clips on one
+    CPU, DawidSkene ~5 s): a file per method, threshold, crowd-kit version and ratings (their rows hashed), read
+    back by a rerun on the same annotations instead of aggregating again. Written under a temp name, renamed last."""
+    if cache is None or method not in _CROWDKIT:
+        return aggregate(ratings, method, threshold)
+    rows = pd.util.hash_pandas_object(ratings, index=False).to_numpy().tobytes()
+    key = hashlib.sha256(rows + f"{method} {threshold} {version('crowd-kit')}".encode()).hexdigest()[:16]
+    path = Path(cache) / f"{method}-threshold{threshold}-{key}.npz"
+    if path.is_file():
+        saved = np.load(path)
+        return dict(zip(saved["files"].tolist(), saved["vectors"]))
+    vectors = aggregate(ratings, method, threshold)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, files=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
+    return vectors

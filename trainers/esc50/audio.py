@@ -20,7 +20,7 @@ from datasets.shards import json_member
 from trainers.esc50.cnn14 import SAMPLE_RATE as CNN14_RATE
 from trainers.esc50.cnn14 import cnn14_from_state
 from trainers.features import LogMel
-from trainers.inference import InferenceActor, map_with_actors
+from trainers.inference import InferenceActor, infer
 from trainers.loop import tensor_batches
 
 
@@ -139,10 +139,8 @@ class ClassProbabilities(InferenceActor):
 def predict(ds, task: SoundTask, state: dict, num_blocks: int, concurrency: int = 1,
             use_gpu: bool | None = None) -> dict[str, tuple]:
     """{key: (label, probabilities)} for every clip of a `sound_dataset`."""
-    ds = map_with_actors(ds, ClassProbabilities, (task, state), num_blocks, concurrency, batch_size=32,
-                         use_gpu=use_gpu)
-    return {k: (int(lab), p) for b in ds.iter_batches(batch_size=256, batch_format="numpy")
-            for k, lab, p in zip(b["key"], b["label"], b["probs"])}
+    batches = infer(ds, ClassProbabilities, (task, state), num_blocks, concurrency, batch_size=32, use_gpu=use_gpu)
+    return {k: (int(lab), p) for b in batches for k, lab, p in zip(b["key"], b["label"], b["probs"])}
 
 
 # ----------------------------------------------------------------------------- pluggable embedding extractors

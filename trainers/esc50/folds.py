@@ -20,7 +20,7 @@ from trainers.features import LogMel
 from trainers.inference import embed_dataset
 from trainers.loop import train_or_reuse
 from trainers.plots import plot_confusion
-from trainers.resources import in_parallel, parallel_runs_scale
+from trainers.resources import in_parallel, inference_actors, parallel_runs_scale
 
 NO_AV = "-"   # the aggregator column of models that do not use action vectors
 
@@ -95,7 +95,7 @@ def audio_runs(cfg, train_one, paths: dict[int, list[str]]) -> dict[int, dict]:
     data tasks need."""
     trained = in_parallel(train_one, cfg.test_folds)
     return {f: {"probs": predict(sound_dataset(paths[f], t["front"], t["aggregator"], None), t["task"], t["state"],
-                                 len(paths[f]), concurrency=cfg.scale.workers, use_gpu=cfg.scale.use_gpu),
+                                 len(paths[f]), concurrency=inference_actors(cfg.scale), use_gpu=cfg.scale.use_gpu),
                  "history": t["history"]}
             for f, t in trained.items()}
 
@@ -129,7 +129,7 @@ def clip_embeddings(cfg, paths: dict[int, list[str]]) -> dict:
     ds = wave_dataset(every) if cfg.embedding.kind in WAVEFORM_EXTRACTORS \
         else sound_dataset(every, LogMel(a.sample_rate, a.n_fft, a.hop, a.n_mels), "sum", None)
     return embed_dataset(ds, ClipEmbeddings, (cfg.embedding.kind, cfg.embedding.weights), len(every),
-                         cfg.scale.workers, batch_size=32, use_gpu=cfg.scale.use_gpu)
+                         inference_actors(cfg.scale), batch_size=32, use_gpu=cfg.scale.use_gpu)
 
 
 def late_fusion(first: dict[int, dict], second: dict[int, dict]) -> dict[int, dict]:

@@ -17,7 +17,7 @@ from trainers.config import ConfigError, config_hash, to_dict
 from trainers.features import LogMel
 from trainers.loop import train_or_reuse
 from trainers.plots import plot_activity, plot_training_curves
-from trainers.resources import in_parallel, parallel_runs_scale
+from trainers.resources import in_parallel, inference_actors, parallel_runs_scale
 from trainers.sed.ablations import ABLATIONS
 from trainers.sed.metrics import clip_metrics, frames_to_events, segment_metrics
 from trainers.sed.task import SEDTask, feature_stats, predict, sed_dataset
@@ -93,7 +93,7 @@ def evaluate_fold(cfg, ablation: str, snr, fold: int, paths: list[str], classes:
     hop_s = cfg.data.hop / cfg.data.sample_rate
     results = {}
     for system, weights in (("trained", trained["state"]), ("untrained", None))[:2 if untrained else 1]:
-        rows = predict(test, task, weights, num_blocks=len(paths), concurrency=cfg.scale.workers,
+        rows = predict(test, task, weights, num_blocks=len(paths), concurrency=inference_actors(cfg.scale),
                        use_gpu=cfg.scale.use_gpu)
         if not rows:
             raise ConfigError(f"fold {fold} has no test mixtures in {paths[0]}...")

@@ -20,7 +20,7 @@ import torch
 
 from datasets.shards import json_member
 from trainers.features import LogMel
-from trainers.inference import InferenceActor, map_with_actors
+from trainers.inference import InferenceActor, infer
 from trainers.loop import tensor_batches
 
 
@@ -190,7 +190,6 @@ def predict(ds, task: SEDTask, state: dict | None, num_blocks: int, concurrency:
             use_gpu: bool | None = None) -> list[dict]:
     """Batch inference over a `sed_dataset`: one dict per clip (key, logmel, weak, frames, meta, clip,
     frame), sorted by key."""
-    ds = map_with_actors(ds, PredictClips, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)
-    rows = [dict(zip(b, values)) for b in ds.iter_batches(batch_size=64, batch_format="numpy")
-            for values in zip(*b.values())]
+    batches = infer(ds, PredictClips, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)
+    rows = [dict(zip(b, values)) for b in batches for values in zip(*b.values())]
     return sorted(rows, key=lambda r: r["key"])

@@ -13,7 +13,7 @@ from datasets.bags import SUPERVISED_MEMBERS, TRAIN_MEMBERS
 from datasets.shards import read_shards
 from trainers.config import config_hash, to_dict
 from trainers.loop import train_or_reuse
-from trainers.resources import in_parallel, parallel_runs_scale
+from trainers.resources import in_parallel, inference_actors, parallel_runs_scale
 from trainers.semiweak.task import BagTask, evaluate, pseudo_labelled
 
 
@@ -65,7 +65,8 @@ def train_and_evaluate(cfg, in_channels: int, num_classes: int, paths: dict, tag
     for method in cfg.methods:   # evaluated one after another: prediction actors beside training would starve it
         for name, (task, state, history) in trained[method].items():
             results[name] = {**evaluate(read_shards(paths["test"], None, SUPERVISED_MEMBERS), task, state,
-                                        len(paths["test"]), cfg.scale.workers, cfg.scale.use_gpu), "history": history}
+                                        len(paths["test"]), inference_actors(cfg.scale), cfg.scale.use_gpu),
+                             "history": history}
             log(f"[semiweak] {name}: instance accuracy {100 * results[name]['instance_accuracy']:.2f} %, "
                 f"count MAE {results[name]['count_mae']:.3f}")
     return results

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets.shards import json_member
-from trainers.inference import InferenceActor, map_with_actors
+from trainers.inference import InferenceActor, infer, map_with_actors
 from trainers.semiweak.model import BagLearner, to_input
 
 METHODS = ("two_stage", "llp", "mil", "supervised")
@@ -176,5 +176,4 @@ def pseudo_labelled(ds, task: BagTask, state: dict, num_blocks: int, concurrency
 
 def evaluate(ds, task: BagTask, state: dict, num_blocks: int, concurrency: int, use_gpu: bool | None = None) -> dict:
     """`summarize` of a model on bag shards read with `truth` (Ray Data batch inference)."""
-    return summarize(list(map_with_actors(ds, Evaluate, (task, state), num_blocks, concurrency, batch_size=16,
-                                          use_gpu=use_gpu).iter_batches(batch_size=256, batch_format="numpy")))
+    return summarize(list(infer(ds, Evaluate, (task, state), num_blocks, concurrency, batch_size=16, use_gpu=use_gpu)))
