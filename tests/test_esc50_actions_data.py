@@ -217,6 +217,15 @@ def test_crowdkit_aggregators_are_deterministic():
         assert all(np.array_equal(first[f], again[f]) and np.array_equal(first[f], reordered[f]) for f in first)
 
 
+def test_crowdkit_actions_as_ray_tasks_give_the_same_vectors(ray_local):
+    noisy = np.zeros((12, 3, len(ACTIONS)), dtype=int)
+    noisy[..., 1:4] = np.random.default_rng(3).integers(0, 5, size=(12, 3, 3))   # three actions to aggregate
+    ratings = _ratings({f"{i}.wav": rows.tolist() for i, rows in enumerate(noisy)})
+    local, remote = aggregate(ratings, "ds"), aggregate(ratings, "ds", on_ray=True)
+    assert list(local) == list(remote) and all(np.array_equal(local[f], remote[f]) for f in local)
+    assert {tuple(v) for v in remote.values()} != {tuple(np.zeros(len(ACTIONS)))}   # not all absent
+
+
 def test_crowdkit_aggregations_are_kept_for_a_rerun(tmp_path):
     """A rerun on the same ratings reads a crowd-kit aggregation back from the cache (a file per method); other
     ratings or another threshold are aggregated afresh; sum and mean are never cached (nothing to save)."""

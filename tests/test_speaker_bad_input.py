@@ -1,5 +1,6 @@
 """Bad input to workflows/speaker.py: one clear error naming the problem, exit code 2, and no shard set
 left looking complete. Layout- and audio-level cases are in test_voxceleb_layout.py / test_audio.py."""
+import importlib
 import json
 import subprocess
 import sys
@@ -142,13 +143,13 @@ def test_an_infeasible_demo_section_is_one_error_line(tmp_path, capsys):
 @pytest.mark.parametrize("workflow, key", [("speaker", "data.sample_rate"), ("speaker", "data.num_frames"),
                                            ("face", "data.image_size"), ("sed", "data.sample_rate"),
                                            ("esc50_actions", "audio.hop"), ("semiweak", "width")])
-def test_a_size_or_rate_below_one_fails_before_any_data(tmp_path, workflow, key):
+def test_a_size_or_rate_below_one_fails_before_any_data(tmp_path, capsys, workflow, key):
     """Checked by validate(), before a corpus is generated or Ray starts (a negative sample rate used to
-    generate a corpus, start Ray and then blame every file as unreadable)."""
+    generate a corpus, start Ray and then blame every file as unreadable). In this process: the exit code and the
+    one line come from the workflow's main(), as the command line gets them (test_cli_exit_code_is_nonzero)."""
     out = tmp_path / "o"
-    proc = subprocess.run([sys.executable, str(ROOT / "workflows" / f"{workflow}.py"), "--out", str(out),
-                           "--set", f"{key}=-1"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: config key '{key}' must be > 0, got -1"
+    code = importlib.import_module(f"workflows.{workflow}").main(["--out", str(out), "--set", f"{key}=-1"])
+    assert code == 2 and capsys.readouterr().err.strip() == f"error: config key '{key}' must be > 0, got -1"
     assert not out.exists()
 
 

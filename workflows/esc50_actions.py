@@ -204,17 +204,18 @@ def run(cfg: ESC50Config, out: Path, *, log=print, callbacks=None) -> dict:
             log(f"[esc50] no Fleiss' kappa: {exc}")
     if notice:
         log(f"[esc50] {notice}")
-    # shards hold every aggregator's vector; action-vector-only runs compute just the asked ones
+    init_ray(log)
+    # shards hold every aggregator's vector; action-vector-only runs compute just the asked ones (the crowd-kit
+    # ones as Ray tasks, one per action, kept under OUT for a rerun)
     vectors = {}
     if uses_action_vectors(cfg):
         wanted = list(AGGREGATORS) if audio and summed is None else cfg.aggregators
-        vectors = action_vectors(wanted, ratings, summed, cfg.threshold, cache=out / "action_vectors")
+        vectors = action_vectors(wanted, ratings, summed, cfg.threshold, cache=out / "action_vectors", on_ray=True)
         missing = sorted(set(truth) - set(vectors[cfg.aggregators[0]]))
         if missing:
             raise ConfigError(f"{annotations} has no annotation for {len(missing)} ESC-50 clip(s), e.g. "
                               f"{missing[0]}.wav: the models {', '.join(m for m in cfg.models if m in AV_USERS)} "
                               "need every clip's action vector")
-    init_ray(log)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     paths, digests = {}, {}

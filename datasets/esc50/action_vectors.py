@@ -40,8 +40,11 @@ def pseudo_worker_notice(ratings: pd.DataFrame) -> str | None:
     return PSEUDO_WORKER_NOTICE if ratings.attrs.get(PSEUDO_WORKERS) else None
 
 
-def aggregate(ratings: pd.DataFrame, method: str, threshold: int = THRESHOLD) -> dict[str, np.ndarray]:
-    """{filename: action vector} by `method` (one of AGGREGATORS; see the module docstring)."""
+def aggregate(ratings: pd.DataFrame, method: str, threshold: int = THRESHOLD,
+              on_ray: bool = False) -> dict[str, np.ndarray]:
+    """{filename: action vector} by `method` (one of AGGREGATORS; see the module docstring). `on_ray`: the
+    crowd-kit methods' actions as Ray tasks, one per action, on the cluster `ray.init` connected to (the same
+    numbers: each action is aggregated on its own)."""
     if method not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {method!r}; choose one of {', '.join(AGGREGATORS)}")
     if threshold not in RATINGS[1:]:
@@ -51,15 +54,25 @@ def aggregate(ratings: pd.DataFrame, method: str, threshold: int = THRESHOLD) ->
         table = ratings.groupby("filename")[list(ACTIONS)].agg(method)
         return dict(zip(table.index, table.to_numpy(dtype=np.float64)))
     files = sorted(ratings["filename"].unique())
-    vectors = np.zeros((len(files), len(ACTIONS)))
-    for j, action in enumerate(ACTIONS):
-        labels = (ratings[action] >= threshold).astype(int)
-        if labels.nunique() == 1:  # one label everywhere: nothing to infer (and GLAD needs two labels)
-            vectors[:, j] = labels.iloc[0]
-            continue
-        data = pd.DataFrame({"task": ratings["filename"], "worker": ratings["rater"], "label": labels})
-        vectors[:, j] = _CROWDKIT[method]().fit_predict(data).reindex(files).to_numpy()
-    return dict(zip(files, vectors))
+    present = ratings[["filename", "rater"]].assign(**{a: (ratings[a] >= threshold).astype(int) for a in ACTIONS})
+    if on_ray:
+        import ray
+
+        one, shared = ray.remote(num_cpus=1)(_one_action), ray.put((present, files))
+        columns = ray.get([one.remote(shared, method, action) for action in ACTIONS])
+    else:
+        columns = [_one_action((present, files), method, action) for action in ACTIONS]
+    return dict(zip(files, np.stack(columns, axis=1)))
+
+
+def _one_action(present_files: tuple, method: str, action: str) -> np.ndarray:
+    """One action's 0/1 per file (binary relevance) by a crowd-kit method, over (ratings binarized, files)."""
+    present, files = present_files
+    labels = present[action]
+    if labels.nunique() == 1:  # one label everywhere: nothing to infer (and GLAD needs two labels)
+        return np.full(len(files), float(labels.iloc[0]))
+    data = pd.DataFrame({"task": present["filename"], "worker": present["rater"], "label": labels})
+    return _CROWDKIT[method]().fit_predict(data).reindex(files).to_numpy(dtype=np.float64)
 
 
 def fleiss_kappa(counts) -> float:
@@ -93,26 +106,31 @@ def agreement(ratings: pd.DataFrame) -> dict[str, float]:
     return kappas
 
 
-def action_vectors(aggregators, ratings, summed, threshold: int, cache: Path | None = None) -> dict[str, dict]:
-    """{aggregator: {stem: vector}}. `cache`: a folder keeping each crowd-kit aggregation (`cached_aggregate`)."""
+def action_vectors(aggregators, ratings, summed, threshold: int, cache: Path | None = None,
+                   on_ray: bool = False) -> dict[str, dict]:
+    """{aggregator: {stem: vector}}. `cache`: a folder keeping each crowd-kit aggregation (`cached_aggregate`);
+    `on_ray`: their actions aggregated as Ray tasks (`aggregate`)."""
     if summed is not None:
         return {"sum": {stem(f): v for f, v in zip(summed["filename"], summed[list(ACTIONS)].to_numpy(dtype=float))}}
-    return {a: {stem(f): v for f, v in cached_aggregate(ratings, a, threshold, cache).items()} for a in aggregators}
+    return {a: {stem(f): v for f, v in cached_aggregate(ratings, a, threshold, cache, on_ray).items()}
+            for a in aggregators}
 
 
-def cached_aggregate(ratings: pd.DataFrame, method: str, threshold: int, cache: Path | None) -> dict[str, np.ndarray]:
+def cached_aggregate(ratings: pd.DataFrame, method: str, threshold: int, cache: Path | None,
+                     on_ray: bool = False) -> dict[str, np.ndarray]:
     """`aggregate`, kept in `cache` for the crowd-kit methods (GLAD takes ~25 s on the demo's 500 clips on one
-    CPU, DawidSkene ~5 s): a file per method, threshold, crowd-kit version and ratings (their rows hashed), read
-    back by a rerun on the same annotations instead of aggregating again. Written under a temp name, renamed last."""
+    CPU, ~60 s on ESC-50's 2000; DawidSkene ~5 s / 10 s): a file per method, threshold, crowd-kit version and
+    ratings (their rows hashed), read back by a rerun on the same annotations instead of aggregating again.
+    Written under a temp name, renamed last."""
     if cache is None or method not in _CROWDKIT:
-        return aggregate(ratings, method, threshold)
+        return aggregate(ratings, method, threshold, on_ray)
     rows = pd.util.hash_pandas_object(ratings, index=False).to_numpy().tobytes()
     key = hashlib.sha256(rows + f"{method} {threshold} {version('crowd-kit')}".encode()).hexdigest()[:16]
     path = Path(cache) / f"{method}-threshold{threshold}-{key}.npz"
     if path.is_file():
         saved = np.load(path)
         return dict(zip(saved["files"].tolist(), saved["vectors"]))
-    vectors = aggregate(ratings, method, threshold)
+    vectors = aggregate(ratings, method, threshold, on_ray)
     with atomic_path(path) as tmp:
         np.savez(tmp, files=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
     return vectors
