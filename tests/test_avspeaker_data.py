@@ -54,7 +54,9 @@ def test_generated_corpus_layout(corpus):
     frames = main[:40 * 1600].reshape(40, 1600)
     assert np.abs(frames[holder < 0]).max(initial=0) == 0
     energy = (mix[:40 * 1600].reshape(40, 1600) ** 2).mean(axis=1)
-    assert energy[speaking.any(axis=0)].mean() > 10 * energy[~speaking.any(axis=0)].mean()
+    # medians: a voice starting inside a 0.1 s frame labelled silent puts it in the silent frames' mean (with the
+    # generated voices, where flite is not installed: mean ratio 6.3, median ratio 520)
+    assert np.median(energy[speaking.any(axis=0)]) > 10 * np.median(energy[~speaking.any(axis=0)])
 
 
 def test_generator_is_deterministic_and_a_rerun_is_a_noop(corpus, tmp_path):
