@@ -208,6 +208,18 @@ def write_augment_sources(root, seed=0, sr=16000):
     return musan, rirs
 
 
+@contextlib.contextmanager
+def tracked(backend: str, out, uri=None):
+    """The session `--tracker BACKEND [--tracking-uri URI]` opens around a job (workflows/common.py guarded)."""
+    from trainers import tracking
+
+    tracking.start(backend, out, "speaker", uri)
+    try:
+        yield
+    finally:
+        tracking.finish("FINISHED")
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts proxied into tmp), in its own process
