@@ -15,6 +15,13 @@ import soundfile as sf
 os.environ.setdefault("RAY_ACCEPT_CALLABLE_ON_FUNCTION", "1")
 # a stalled Ray Data pipeline fails the test in 10 minutes instead of Ray's default 30
 os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
+# Every Ray the suite starts (the shared one, the workflows' own, the job heads) inherits these. No usage stats:
+# nothing here reaches the internet, and each cluster otherwise starts a Ray Data usage-collection actor (an
+# import of ray.data, ~6 CPU-seconds). The dashboard agent's per-process resource report every 60 s instead of 5
+# (only the dashboard's metrics read it): on the job test's two heads the agents took 50 of 925 CPU-seconds
+# (/tmp-script profile of `pytest tests/test_job_submit.py -k runs_the_workflow`).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("REPORTER_UPDATE_INTERVAL_MS", "60000")
 
 # The speaker tests' TDNN: hid_dim 64 and 256 statistics channels instead of the demo's 512 / 1500. One thread, a
 # 32 x 200-frame step: 0.06 s, vs 0.4 s (hid_dim 64, 1500 channels) and 1.2 s (the demo's); the loop, DDP, the

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_TDNN
 
+from trainers import local_ray
+
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -92,7 +94,10 @@ def start_head(env: dict) -> tuple[str, int, int]:
 def head_cluster():
     """A local head with token auth on, stopped (and its temp dir removed) at the end: (env, job address, GCS port,
     temp dir)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    # no Ray Train preemption watcher (an actor per run polling whether a node is being drained: 31 of the job
+    # test's 925 CPU-seconds), as on the project's own local Ray (trainers/local_ray.py): nothing drains these heads
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           **local_ray.NO_PREEMPTION_WATCHER}
     env.pop("RAY_ADDRESS", None)
     temp, gcs, dash = start_head(env)
     try:
