@@ -44,7 +44,7 @@ def registered_checkpoints(storage) -> int:
     return count
 
 
-def kill_a_train_worker_after_checkpoints(ray, storage, stop, killed, last_epoch_to_kill_in=6):
+def kill_a_train_worker_after_checkpoints(ray, storage, stop, killed, last_epoch_to_kill_in=4):
     while not stop.is_set():
         # not near the end: a worker killed in the last epoch may go unnoticed by the controller before the run
         # completes
@@ -67,7 +67,7 @@ def kill_a_train_worker_after_checkpoints(ray, storage, stop, killed, last_epoch
 
 
 def test_worker_killed_run_resumes(ray_local, tmp_path):
-    cfg = load_config(SpeakerConfig, None, ["train.epochs=10", "scale.workers=1", "train.max_failures=2",
+    cfg = load_config(SpeakerConfig, None, ["train.epochs=7", "scale.workers=1", "train.max_failures=2",
                                             "demo.n_train_speakers=16", "demo.n_test_speakers=4",
                                             "eval.score_untrained=false", SMALL_TDNN])   # one extraction, not two
     stop, killed = threading.Event(), []
@@ -81,6 +81,6 @@ def test_worker_killed_run_resumes(ray_local, tmp_path):
         watcher.join()
     assert killed, "no training worker was found to kill"
     history = report["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert [h["epoch"] for h in history] == list(range(1, 8))
     resumed = {h["resumed_from_epoch"] for h in history}
     assert max(resumed) >= 1, f"the run restarted from scratch: {history}"
