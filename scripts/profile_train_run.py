@@ -8,12 +8,17 @@ the run are counted too). The suite starts dozens of such runs; this shows what 
 first step (tests/README.md, Timings).
 
     python scripts/profile_train_run.py [--runs 3] [--workers 0]   # 0: Ray Train's local mode (scale.local_mode)
+
+`--command` profiles any command the same way instead (a test module, a workflow), e.g. the `ray job submit` fixture:
+
+    python scripts/profile_train_run.py --command "pytest -q tests/test_job_submit.py -k runs_the_workflow"
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -83,11 +88,31 @@ class Sampler:
         return cpu
 
 
+def report(label: str, wall: float, busy: int, sampler: Sampler, top: int) -> None:
+    total = (machine_busy_ticks() - busy) / TICK
+    print(f"{label}: wall {wall:.1f} s, machine CPU {total:.1f} s")
+    for kind, seconds in sampler.by_kind().most_common(top):
+        if seconds >= 0.01:
+            print(f"  {seconds:6.2f} s  {kind}")
+
+
+def profile_command(command: str) -> None:
+    busy, t0 = machine_busy_ticks(), time.perf_counter()
+    with Sampler() as sampler:
+        code = subprocess.run(command, shell=True, cwd=ROOT).returncode
+    report(f"{command} (exit {code})", time.perf_counter() - t0, busy, sampler, 30)
+    sys.exit(code)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="Ray Train workers; 0: local mode, in this process")
+    ap.add_argument("--command", help="profile this shell command instead of the training runs")
     args = ap.parse_args()
+    if args.command:
+        profile_command(args.command)
+        return
 
     from datasets.bags import TRAIN_MEMBERS, build_bag_shards
     from datasets.images import load_images
@@ -112,10 +137,7 @@ def main() -> None:
                     cpus_per_worker=1, workers=args.workers)
                 wall = time.perf_counter() - t0
                 time.sleep(2)   # the run's processes exit after fit() returns
-            total = (machine_busy_ticks() - busy) / TICK
-            print(f"run {run + 1}/{args.runs}: wall {wall:.1f} s, machine CPU {total:.1f} s")
-            for kind, seconds in sampler.by_kind().most_common(12):
-                print(f"  {seconds:6.2f} s  {kind}")
+            report(f"run {run + 1}/{args.runs}", wall, busy, sampler, 12)
     finally:
         local_ray.stop()
 

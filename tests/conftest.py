@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 # nothing here reaches the internet, and each cluster otherwise starts a Ray Data usage-collection actor (an
 # import of ray.data, ~6 CPU-seconds). The dashboard agent's per-process resource report every 60 s instead of 5
 # (only the dashboard's metrics read it): on the job test's two heads the agents took 50 of 925 CPU-seconds
-# (/tmp-script profile of `pytest tests/test_job_submit.py -k runs_the_workflow`).
+# (`scripts/profile_train_run.py --command "<pytest tests/test_job_submit.py -k runs_the_workflow>"`).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("REPORTER_UPDATE_INTERVAL_MS", "60000")
 
@@ -217,7 +217,8 @@ def write_augment_sources(root, seed=0, sr=16000):
 
 @contextlib.contextmanager
 def tracked(backend: str, out, uri=None):
-    """The session `--tracker BACKEND [--tracking-uri URI]` opens around a job (workflows/common.py guarded)."""
+    """The session `--tracker BACKEND [--tracking-uri URI]` opens around a speaker run (workflows/common.py
+    guarded)."""
     from trainers import tracking
 
     tracking.start(backend, out, "speaker", uri)
