@@ -26,11 +26,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) workflows/speaker.py --out $(OUT)
 
-# Tests that start their own Ray run after the rest, in their own process: a second Ray instance on
-# the machine is the suspected cause of a Train hang seen once (Ray auto-detects addresses machine-wide).
+# Two pytest passes at once: the tests that start their own Ray instances (marker own_ray) in a second process beside
+# the rest (each pass alone leaves ~20 % of the cores idle; scripts/run_test_passes.py says more).
 test: lint system-data
-	$(PY) -m pytest -q -m "not own_ray" --durations=15
-	$(PY) -m pytest -q -m own_ray --durations=5
+	$(PY) scripts/run_test_passes.py
 
 # The fast lane: lint, then the unit, data and bad-input tests (no end-to-end training), a few minutes.
 test-fast: lint system-data

@@ -244,10 +244,14 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
                              f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            # a tracking server only: without MLflow's job execution (its GenAI jobs), which starts a
+                            # job runner and seven huey consumer processes, each importing mlflow (10 processes ->
+                            # 2; on a loaded 2-core machine the server once took 2.5 min to answer)
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         while True:
             assert proc.poll() is None and time.time() < deadline, (tmp / "server.log").read_text()[-3000:]
             try:

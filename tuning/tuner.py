@@ -17,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import signal
+import threading
 from pathlib import Path
 
 from datasets.atomic import write_json
@@ -170,12 +173,25 @@ def sweep(target: SweepTarget, settings: SweepSettings, out: Path, log=print):
                                         scheduler=scheduler, max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out),
                                       callbacks=tracking.sweep_callbacks(out, settings.workflow, log) or None))
+    sigint_before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
-    if results.num_terminated + results.num_errors < settings.trials:
+    if _interrupted(results, settings.trials, sigint_before):
         # Tune's SIGINT handler (SIGTERM comes through it too) saves the experiment and returns what it has:
         # an unfinished sweep must not be reported as a finished one
         raise KeyboardInterrupt
     return results, concurrency
+
+
+def _interrupted(results, trials: int, sigint_before) -> bool:
+    """Whether Tune's fit returned because of a stop signal. Tune stops the trials running at that moment as if
+    they had ended (TERMINATED), so counting ended trials misses an interrupt during the last trial (measured: a
+    2-trial sweep stopped during its second). Tune's SIGINT handler puts the previous handler back when a stop
+    signal reaches it, and only then; it is installed only from the main thread."""
+    if results.num_terminated + results.num_errors < trials:
+        return True
+    tune_catches = threading.current_thread() is threading.main_thread() and \
+        not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    return tune_catches and signal.getsignal(signal.SIGINT) is sigint_before
 
 
 def _require_state_api() -> None:
