@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -22,6 +23,9 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "600")
 # (`scripts/profile_train_run.py --command "<pytest tests/test_job_submit.py -k runs_the_workflow>"`).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("REPORTER_UPDATE_INTERVAL_MS", "60000")
+# `make test` runs two pytest passes at once on 2 cores: a Ray starting then (its dashboard imports and starts its
+# modules) once missed Ray's 60 s dashboard start-up limit (ray.init failed after 71 s). Five minutes here.
+os.environ.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "300")
 
 # The speaker tests' TDNN: hid_dim 64 and 256 statistics channels instead of the demo's 512 / 1500. One thread, a
 # 32 x 200-frame step: 0.06 s, vs 0.4 s (hid_dim 64, 1500 channels) and 1.2 s (the demo's); the loop, DDP, the
@@ -176,10 +180,13 @@ def unrelated_ray():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env[marker.split("=")[0]] = marker.split("=")[1]
     script = "import ray, time; ray.init(num_cpus=1); print('up', flush=True); time.sleep(7200)"
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    err = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                            start_new_session=True)
     try:
-        assert proc.stdout.readline().strip() == "up", "the unrelated Ray instance did not start"
+        if proc.stdout.readline().strip() != "up":
+            err.seek(0)
+            pytest.fail(f"the unrelated Ray instance did not start:\n{err.read()[-3000:]}")
         yield lambda: proc.poll() is None and any("gcs_server" in cmdline(p) for p in processes_with(marker))
     finally:
         # SIGTERM, then time for the instance's own processes to exit on their own: its dashboard and runtime-env
@@ -190,6 +197,7 @@ def unrelated_ray():
         while time.time() < deadline and processes_with(marker):
             time.sleep(0.5)
         kill_marked(marker)
+        err.close()
 
 
 def write_wav(path, x, sr=16000):

@@ -269,6 +269,8 @@ def workflow_jobs(local_head, tmp_path_factory):
         concurrent.futures.wait(done)
 
 
+# the first of these tests waits for the fixture's seven jobs: ~7 min alone, 13.5-15 min beside the main pass
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
 def test_job_submit_runs_the_workflow(workflow_jobs, workflow):
     future, out = workflow_jobs[workflow]

@@ -69,7 +69,7 @@ def test_sweep_beside_another_ray_is_interrupted_resumed_and_reports(tmp_path, u
     reader.join(timeout=10)
     try:
         assert code == 130 and "error: interrupted" in "".join(lines), "".join(lines)[-3000:]
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while time.time() < deadline and processes_with(marker):
             time.sleep(1)
         assert not processes_with(marker), [cmdline(p) for p in processes_with(marker)]
