@@ -29,7 +29,10 @@ PASSES = {
 def main() -> int:
     started = time.time()
     with tempfile.NamedTemporaryFile("w+", prefix="own-ray-pass-", suffix=".log") as log:
+        # SIGINT's default action restored in each child: a runner started in the background (`make test &`, a CI
+        # step) ignores SIGINT, its children would inherit that, and the SIGINT passed on below would do nothing
         procs = {name: subprocess.Popen([sys.executable, "-m", "pytest", "-q", *args],
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                         **({"stdout": log, "stderr": subprocess.STDOUT} if name == "own-Ray" else {}))
                  for name, args in PASSES.items()}
         print(f"own-Ray pass running beside the main pass; its output follows the main pass's ({log.name})",
