@@ -37,7 +37,7 @@ def trial_rows(result_grid, params: list[str], metric: str, per_epoch: bool = Tr
         final = bool(last.get("final"))
         # the final report is not an epoch
         epochs = {"epochs": iterations - 1 if final else iterations} if per_epoch else {}
-        rows.append({"trial": last.get("trial_id", ""), **{p: (r.config or {}).get(p) for p in params},
+        rows.append({"trial": last.get("trial_id", ""), **{p: r.config.get(p) for p in params},
                      "metric": last.get(metric), **epochs,
                      "status": "error" if r.error else "finished" if final else "stopped early",
                      "trial_out": last.get("trial_out", ""),
